@@ -1,0 +1,40 @@
+# The two commands a user needs: `make demo` and `make test`. Each creates or
+# refreshes .venv itself; a second run with an unchanged pyproject installs nothing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ANVIL_VERSION := 1.7.1
+ANVIL := .tools/node_modules/.bin/anvil
+
+.PHONY: demo test venv tools protos contract clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+# anvil (a real JSON-RPC Ethereum node) for the --ledger-url tests, pinned through npm.
+tools: $(ANVIL)
+
+$(ANVIL):
+	npm install --silent --no-audit --no-fund --prefix .tools @foundry-rs/anvil@$(ANVIL_VERSION)
+	@touch $(ANVIL)
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+test: $(STAMP) $(ANVIL)
+	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/python -m pytest
+
+# Regenerate checked-in build outputs (tests prove they match their sources).
+protos: $(STAMP)
+	$(BIN)/python -m swarm.protos.build
+
+contract: $(STAMP)
+	$(BIN)/python -m swarm.ledger.build
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache

@@ -1,0 +1,247 @@
+"""Control-plane figures of the Swarm Network, printed as a table.
+
+- Sentinel start to the `Starting SWARM-API-SERVER` line (fresh ledger and restart).
+- Ledger transactions per second (LedgerClient straight on the chain).
+- Through the SN API, N SL clients per round: check-in RPC latency and seal latency
+  (from the last check-in sent to every client holding the sealed round).
+
+Runs real run-sn processes over mTLS on loopback, on the embedded chain, through a
+joining SN (ledger reached via the sentinel), and on anvil when it is installed.
+
+    .venv/bin/python benchmarks/sn_control_plane.py [--repeats 5] [--rounds 10] [--peers 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography import x509
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from certs.gen_cert import main as gen_cert  # noqa: E402
+from swarm.identity import issue_node_certificate, load_tls, write_pem_cert, write_pem_key  # noqa: E402
+from swarm.ledger import EmbeddedChain, connect_external, external_account, open_or_deploy  # noqa: E402
+from swarm.network.sn_client import SNClient  # noqa: E402
+
+READY = "Starting SWARM-API-SERVER on port:"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Workspace:
+    """gen-cert's site 'bench' plus extra SL certificates from the same CA."""
+
+    def __init__(self, root: Path, peers: int):
+        assert gen_cert(["-e", "bench", "-i", "1", "--out", str(root)]) == 0
+        self.dir = root / "bench" / "cert"
+        self.capath = self.dir / "ca" / "capath"
+        ca_cert = x509.load_pem_x509_certificate((self.capath / "ca-1-cert.pem").read_bytes())
+        ca_key = load_pem_private_key((self.dir / "ca" / "ca-1-key.pem").read_bytes(), None)
+        for index in range(2, peers + 1):
+            for role in ("sl", "sn"):
+                key, cert = issue_node_certificate(ca_key, ca_cert, role=role, index=index,
+                                                   site="bench")
+                write_pem_key(self.dir / f"{role}-{index}-key.pem", key)
+                write_pem_cert(self.dir / f"{role}-{index}-cert.pem", cert)
+
+    def tls_args(self, role: str, index: int) -> list[str]:
+        return ["--cert", str(self.dir / f"{role}-{index}-cert.pem"),
+                "--key", str(self.dir / f"{role}-{index}-key.pem"), "--capath", str(self.capath)]
+
+    def material(self, role: str, index: int):
+        return load_tls(self.dir / f"{role}-{index}-cert.pem",
+                        self.dir / f"{role}-{index}-key.pem", self.capath)
+
+
+class SN:
+    """A run-sn process; `ready_s` is the time from spawn to its ready line."""
+
+    def __init__(self, ws: Workspace, index: int, data_dir: Path, *extra: str,
+                 api_port: int | None = None, p2p_port: int | None = None):
+        self.api_port = api_port or free_port()
+        self.p2p_port = p2p_port or free_port()
+        argv = [sys.executable, "-m", "sn_node.cli", *ws.tls_args("sn", index),
+                "--sn-api-port", str(self.api_port), "--sn-p2p-port", str(self.p2p_port),
+                "--data-dir", str(data_dir), "--log-level", "WARNING", *extra]
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        for line in self.proc.stdout:
+            if READY in line:
+                self.ready_s = time.perf_counter() - started
+                break
+        else:
+            raise RuntimeError(f"run-sn exited with {self.proc.wait()} before it was ready")
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.api_port}"
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        self.proc.wait(30)
+
+
+def bench_startup(ws: Workspace, tmp: Path, repeats: int) -> list[tuple]:
+    fresh, restart = [], []
+    for i in range(repeats):
+        sn = SN(ws, 1, tmp / f"start{i}", "--sentinel")
+        fresh.append(sn.ready_s)
+        sn.stop(kill=True)
+        again = SN(ws, 1, tmp / f"start{i}", "--sentinel")  # reopens the journaled chain
+        restart.append(again.ready_s)
+        again.stop()
+    return [("sentinel start → ready line (fresh ledger)", fresh, "s"),
+            ("sentinel start → ready line (restart, SIGKILLed before)", restart, "s")]
+
+
+def bench_tx_rate(name: str, client, count: int) -> tuple:
+    started = time.perf_counter()
+    for i in range(count):
+        client.register_node(f"rate/sl-{i}", "sl", hashlib.sha256(f"{name}{i}".encode()).digest(),
+                             f"127.0.0.1:{20000 + i}")
+    rate = count / (time.perf_counter() - started)
+    return (f"ledger transactions per second ({name})", [rate], "tx/s")
+
+
+def bench_rounds(label: str, ws: Workspace, targets: list[str], peers: int,
+                 rounds: int) -> list[tuple]:
+    """`peers` SL clients spread over the SN targets; each round all check in, all wait."""
+    clients = [SNClient(targets[i % len(targets)], ws.material("sl", i + 1)) for i in range(peers)]
+    try:
+        for i, client in enumerate(clients):
+            client.register(f"127.0.0.1:{30000 + i}")
+        for client in clients:
+            client.configure(peers)
+        checkin_ms, seal_ms = [], []
+        for r in range(1, rounds + 1):
+            done = [0.0] * peers
+            last_sent = [0.0]
+            barrier = threading.Barrier(peers)
+
+            def one(i: int) -> None:
+                barrier.wait()
+                t = time.perf_counter()
+                clients[i].check_in(r, 10, hashlib.sha256(f"{r}/{i}".encode()).digest())
+                checkin_ms.append((time.perf_counter() - t) * 1000)
+                last_sent[0] = max(last_sent[0], time.perf_counter())
+                info = clients[i].wait_round(r, 30)
+                assert info.sealed and len(info.participants) == peers, info
+                done[i] = time.perf_counter()
+
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(peers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            seal_ms.append((max(done) - last_sent[0]) * 1000)
+        return [(f"check-in RPC, {peers} SL ({label})", checkin_ms, "ms"),
+                (f"seal latency, last check-in → all sealed, {peers} SL ({label})", seal_ms, "ms")]
+    finally:
+        for client in clients:
+            client.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--peers", type=int, default=8)
+    parser.add_argument("--tx", type=int, default=50, help="transactions for the tx/s figure")
+    args = parser.parse_args()
+    anvil = shutil.which("anvil") or str(REPO / ".tools/node_modules/.bin/anvil")
+    rows: list[tuple] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        ws = Workspace(tmp / "ws", args.peers)
+        rows += bench_startup(ws, tmp, args.repeats)
+
+        chain = EmbeddedChain(tmp / "rate-chain")
+        client = open_or_deploy(chain.w3, tmp / "rate-chain", sentinel_node_id="rate/sn-1",
+                                fingerprint=b"\x01" * 32, endpoint="127.0.0.1:1",
+                                funder=chain.dev_accounts[0])
+        rows.append(bench_tx_rate("embedded", client, args.tx))
+        chain.close()
+
+        sentinel = SN(ws, 1, tmp / "sentinel", "--sentinel")
+        joiner = SN(ws, 2, tmp / "joiner", "--sentinel-ip", "127.0.0.1",
+                    "--sentinel-api-port", str(sentinel.api_port))
+        try:
+            rows += bench_rounds("embedded, 1 SN", ws, [sentinel.target], args.peers, args.rounds)
+        finally:
+            joiner.stop()
+            sentinel.stop()
+        sentinel = SN(ws, 1, tmp / "sentinel2", "--sentinel")
+        joiner = SN(ws, 2, tmp / "joiner2", "--sentinel-ip", "127.0.0.1",
+                    "--sentinel-api-port", str(sentinel.api_port))
+        try:
+            rows += bench_rounds("embedded, 2 SN", ws, [sentinel.target, joiner.target],
+                                 args.peers, args.rounds)
+        finally:
+            joiner.stop()
+            sentinel.stop()
+
+        if Path(anvil).exists():
+            port = free_port()
+            node = subprocess.Popen([anvil, "--host", "127.0.0.1", "--port", str(port),
+                                     "--silent"])
+            url = f"http://127.0.0.1:{port}"
+            try:
+                for _ in range(100):
+                    try:
+                        w3 = connect_external(url)
+                        break
+                    except Exception:
+                        time.sleep(0.1)
+                client = open_or_deploy(w3, tmp / "rate-anvil", sentinel_node_id="rate/sn-1",
+                                        fingerprint=b"\x01" * 32, endpoint="127.0.0.1:1",
+                                        account=external_account(w3))
+                rows.append(bench_tx_rate("anvil", client, args.tx))
+                sentinel = SN(ws, 1, tmp / "sentinel3", "--sentinel", "--ledger-url", url)
+                try:
+                    rows += bench_rounds("anvil, 1 SN", ws, [sentinel.target], args.peers,
+                                         args.rounds)
+                finally:
+                    sentinel.stop()
+            finally:
+                node.terminate()
+                node.wait(10)
+
+    table = Table(title=f"SN control plane ({os.cpu_count()} CPU cores; medians)")
+    for column in ("figure", "median", "min", "max", "n"):
+        table.add_column(column, justify="left" if column == "figure" else "right")
+    for name, values, unit in rows:
+        fmt = (lambda v: f"{v:.2f} {unit}") if unit == "s" else (lambda v: f"{v:.1f} {unit}")
+        table.add_row(name, fmt(statistics.median(values)), fmt(min(values)), fmt(max(values)),
+                      str(len(values)))
+    Console(width=140).print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

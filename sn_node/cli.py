@@ -1,0 +1,165 @@
+"""`run-sn`: starts a Swarm Network node (the sentinel with --sentinel, else a joiner)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from swarm.daemon import detach
+from swarm.identity import TlsConfigError, load_tls
+
+from sn_node.node import READY_LINE, NodeConfig, StartupError, SwarmNetworkNode
+
+log = logging.getLogger("swarm.sn")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run-sn",
+        description="Run a Swarm Network (SN) node: it keeps the ledger and serves the SN "
+                    "API to SL nodes over mutual TLS.")
+    role = p.add_argument_group("swarm")
+    role.add_argument("--sentinel", action="store_true",
+                      help="start a new swarm: create the ledger and deploy its contract")
+    role.add_argument("--sentinel-ip", metavar="IP",
+                      help="join the swarm whose sentinel SN runs at this address")
+    role.add_argument("--sentinel-api-port", type=_port, default=30304, metavar="PORT",
+                      help="the sentinel's SN API port (default 30304)")
+    net = p.add_argument_group("network")
+    net.add_argument("--host-ip", default="127.0.0.1", metavar="IP",
+                     help="address other nodes reach this SN at (default 127.0.0.1)")
+    net.add_argument("--bind-ip", metavar="IP",
+                     help="address to listen on (default: --host-ip)")
+    net.add_argument("--sn-api-port", type=_port, default=30304, metavar="PORT",
+                     help="SN API port, for SL nodes and joining SN nodes (default 30304)")
+    net.add_argument("--sn-p2p-port", type=_port, default=30303, metavar="PORT",
+                     help="SN-to-SN ledger port: the sentinel serves its embedded chain "
+                          "to other SN nodes here (default 30303)")
+    tls = p.add_argument_group("identity (from gen-cert)")
+    tls.add_argument("--cert", required=True, help="this SN's certificate (sn-INDEX-cert.pem)")
+    tls.add_argument("--key", required=True, help="this SN's private key (sn-INDEX-key.pem)")
+    tls.add_argument("--capath", required=True,
+                     help="directory of the CA certificates this node trusts")
+    ledger = p.add_argument_group("ledger")
+    ledger.add_argument("--ledger-url", metavar="URL",
+                        help="use an external JSON-RPC chain (anvil, geth, Besu) instead of "
+                             "the sentinel's embedded one")
+    ledger.add_argument("--ledger-key-file", metavar="FILE",
+                        help="with --ledger-url: a file holding the hex private key of a funded "
+                             "account for this SN (default: the sentinel uses the first "
+                             "development account of a dev chain such as anvil; joiners get "
+                             "a key of their own, funded by the sentinel)")
+    run = p.add_argument_group("process")
+    run.add_argument("-d", "--detach", action="store_true",
+                     help="run in the background; log and pid record under --data-dir")
+    run.add_argument("--data-dir", metavar="DIR",
+                     help="where the ledger, keys and logs live "
+                          "(default ./swarm-data/sn-<sn-api-port>)")
+    run.add_argument("--round-grace", type=float, default=2.0, metavar="SECONDS",
+                     help="once min_peers have checked in, how long to wait for the other "
+                          "active nodes before sealing the round (default 2)")
+    run.add_argument("--liveness-timeout", type=float, default=10.0, metavar="SECONDS",
+                     help="an SL node silent this long is marked inactive (default 10)")
+    run.add_argument("--log-level", default="INFO",
+                     choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (1-65535)")
+    return value
+
+
+def _check_ip(parser: argparse.ArgumentParser, flag: str, value: str | None) -> None:
+    if value is None:
+        return
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        parser.error(f"{flag} {value!r} is not an IP address")
+
+
+def parse_config(argv: list[str] | None) -> tuple[NodeConfig, argparse.Namespace]:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.sentinel == bool(args.sentinel_ip):
+        parser.error("give either --sentinel (start a new swarm) or --sentinel-ip IP "
+                     "(join an existing one)")
+    for flag in ("--host-ip", "--bind-ip", "--sentinel-ip"):
+        _check_ip(parser, flag, getattr(args, flag[2:].replace("-", "_")))
+    if args.sn_api_port == args.sn_p2p_port:
+        parser.error(f"--sn-api-port and --sn-p2p-port are both {args.sn_api_port}; "
+                     "they need different ports")
+    if args.ledger_key_file and not args.ledger_url:
+        parser.error("--ledger-key-file goes with --ledger-url")
+    if args.round_grace < 0 or args.liveness_timeout <= 0:
+        parser.error("--round-grace must be >= 0 and --liveness-timeout > 0")
+    data_dir = Path(args.data_dir or f"swarm-data/sn-{args.sn_api_port}").resolve()
+    config = NodeConfig(
+        sentinel=args.sentinel,
+        sentinel_target=(f"{args.sentinel_ip}:{args.sentinel_api_port}"
+                         if args.sentinel_ip else None),
+        host_ip=args.host_ip,
+        bind_ip=args.bind_ip or args.host_ip,
+        api_port=args.sn_api_port,
+        p2p_port=args.sn_p2p_port,
+        data_dir=data_dir,
+        ledger_url=args.ledger_url,
+        ledger_key_file=Path(args.ledger_key_file) if args.ledger_key_file else None,
+        round_grace_s=args.round_grace,
+        liveness_timeout_s=args.liveness_timeout,
+    )
+    return config, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config, args = parse_config(argv)
+    try:
+        tls = load_tls(args.cert, args.key, args.capath)
+    except TlsConfigError as error:
+        print(f"run-sn: error: {error}", file=sys.stderr)
+        return 2
+    if tls.identity.role != "sn":
+        print(f"run-sn: error: --cert {args.cert} is a {tls.identity.role!r} certificate "
+              f"({tls.identity.node_id}); run-sn needs an sn-INDEX-cert.pem", file=sys.stderr)
+        return 2
+
+    if args.detach:
+        child = [sys.executable, "-m", "sn_node.cli", *[a for a in argv if a not in ("-d", "--detach")]]
+        if not args.data_dir:
+            child += ["--data-dir", str(config.data_dir)]
+        return detach("sn", f"{tls.identity.node_id.replace('/', '_')}-{config.api_port}",
+                      child, config.data_dir / "sn.log", READY_LINE.split(":")[0])
+
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    node = SwarmNetworkNode(config, tls)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        node.start()
+    except StartupError as error:
+        log.error("%s", error)
+        print(f"run-sn: error: {error}", file=sys.stderr)
+        node.stop()
+        return 1
+    stop.wait()
+    log.info("stopping SN node %s", tls.identity.node_id)
+    node.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

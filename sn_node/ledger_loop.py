@@ -1,0 +1,220 @@
+"""The SN node's single ledger thread."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Callable
+
+from swarm.ledger import STATUS_INACTIVE, LedgerClient, LedgerError, node_key
+
+from sn_node.directory import MemberDirectory
+from sn_node.rounds import CheckIn, RoundBook, SealedRound, SealPlan
+
+log = logging.getLogger("swarm.sn.ledger")
+
+
+class LedgerLoop:
+    """Runs every ledger transaction of one SN node, and follows the ledger's events.
+
+    One thread keeps the account's nonces in order and batches naturally: whatever
+    arrives while a transaction is in flight goes out in the next one. RPC handlers
+    hand it writes through `submit()` and wait on the returned future. Between
+    writes it polls the ledger's events (fast while a round is open, slowly when
+    idle) to learn other SN nodes' check-ins, seals and members.
+    """
+
+    def __init__(self, ledger: LedgerClient, directory: MemberDirectory, rounds: RoundBook,
+                 fast_poll_s: float = 0.02, idle_poll_s: float = 0.5):
+        self.ledger = ledger
+        self.directory = directory
+        self.rounds = rounds
+        self._fast_poll_s = fast_poll_s
+        self._idle_poll_s = idle_poll_s
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._next_block = 0
+        self._members_stale = True
+        self.min_peers: int | None = None
+        self.config_json = ""
+        self.finished = 0
+        self.transactions = 0
+        self._thread = threading.Thread(target=self._run, name="sn-ledger", daemon=True)
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Reads the ledger's current state before the SN starts serving."""
+        # Read the block first: events after it are replayed, and handling them twice is harmless.
+        self._next_block = self.ledger.block_number() + 1
+        self._refresh_members()
+        self._refresh_config()
+        last = self.ledger.last_sealed_round()
+        if last:
+            self.rounds.note_sealed(self._sealed_round(last))
+            merged = self.rounds.sealed(last).merged_digest
+            if merged:
+                self.rounds.note_merged(last, merged)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def poke(self) -> None:
+        """Something changed (a check-in, a transaction through the tunnel): act now."""
+        self._wake.set()
+
+    def submit(self, fn: Callable, *args) -> Future:
+        """Runs fn(ledger_client, *args) on the ledger thread; the future holds its result."""
+        future: Future = Future()
+        self._jobs.put((future, fn, args))
+        self._wake.set()
+        return future
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._step()
+            except Exception:  # the SN must outlive a flaky ledger; say so and go on
+                log.exception("ledger step failed; retrying")
+                self._stop.wait(0.5)
+            timeout = self._idle_poll_s if not self.rounds.has_open() else self._fast_poll_s
+            wake = self.rounds.next_wakeup()
+            if wake is not None:
+                timeout = min(timeout, wake)
+            self._wake.wait(timeout)
+            self._wake.clear()
+
+    def _step(self) -> None:
+        self._poll_events()
+        while True:
+            try:
+                future, fn, args = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(self.ledger, *args))
+                    self.transactions += 1
+                except Exception as error:  # handed to the waiting RPC
+                    future.set_exception(error)
+            self._members_stale = True
+        if self._members_stale:
+            self._refresh_members()
+        for member in self.directory.silent_members():
+            log.warning("%s has sent no heartbeat for %.0f s: marking it inactive",
+                        member.node_id, self.directory.liveness_timeout_s)
+            try:
+                self.ledger.set_status(member.node_id, STATUS_INACTIVE)
+                self.transactions += 1
+            except LedgerError as error:
+                log.warning("could not mark %s inactive: %s", member.node_id, error)
+            self.directory.mark_inactive(node_key(member.node_id))
+            self._members_stale = True
+        self._seal_ready_rounds()
+
+    def _seal_ready_rounds(self) -> None:
+        plans = self.rounds.plan(self.min_peers, self.directory.active_sl_keys(),
+                                 several_sn=self.directory.sn_count() > 1)
+        for plan in plans:
+            ok = self._send(plan)
+            self.rounds.sent(plan, ok)
+            if ok and plan.seal_keys is not None:
+                sealed = self._sealed_round(plan.round)
+                self._report_left_out(self.rounds.note_sealed(sealed))
+        if plans:
+            self._poll_events()
+
+    def _send(self, plan: SealPlan) -> bool:
+        keys = list(plan.check_ins)
+        weights = [plan.check_ins[k].weight for k in keys]
+        digests = [plan.check_ins[k].digest for k in keys]
+        started = time.perf_counter()
+        try:
+            if plan.seal_keys is None:
+                self.ledger.check_in(plan.round, keys, weights, digests)
+            elif keys:
+                self.ledger.check_in_and_seal(plan.round, keys, weights, digests,
+                                              list(plan.seal_keys))
+            else:
+                self.ledger.seal(plan.round, list(plan.seal_keys))
+        except LedgerError as error:
+            # Another SN sealed first, or a member changed under us: the events say how.
+            log.info("round %d: %s", plan.round, error)
+            self._poll_events()
+            return False
+        self.transactions += 1
+        what = "checked in" if plan.seal_keys is None else "sealed"
+        log.info("round %d %s (%d participant(s)) in %.0f ms", plan.round, what,
+                 len(plan.seal_keys or keys), (time.perf_counter() - started) * 1000)
+        return True
+
+    def _report_left_out(self, keys: list[bytes]) -> None:
+        for key in keys:
+            member = self.directory.get(key)
+            log.info("%s checked in too late for the sealed round",
+                     member.node_id if member else key.hex())
+
+    def _poll_events(self) -> None:
+        events, self._next_block = self.ledger.events_since(self._next_block)
+        for event in events:
+            name, args = event.name, event.args
+            if name == "CheckedIn":  # one event per batch
+                for key, weight, digest in zip(args["ids"], args["weights"], args["digests"]):
+                    self.rounds.note_check_in(args["round"], key, CheckIn(weight, digest))
+            elif name == "RoundSealed":
+                if self.rounds.sealed(args["round"]) is None:
+                    self._report_left_out(self.rounds.note_sealed(
+                        self._sealed_round(args["round"])))
+            elif name == "MergeCommitted":
+                self.rounds.note_merged(args["round"], args["digest"])
+            elif name == "MergeMismatch":
+                log.warning("round %d: a participant committed merged digest %s but the "
+                            "ledger holds %s", args["round"], args["actual"].hex()[:16],
+                            args["expected"].hex()[:16])
+            elif name == "Configured":
+                self._refresh_config()
+            elif name == "NodeFinished":
+                self.finished = args["finishedCount"]
+            elif name == "Revoked":
+                self.directory.note_revoked(args["fingerprint"].hex())
+                self._members_stale = True
+            elif name in ("MemberRegistered", "StatusChanged"):
+                self._members_stale = True
+
+    def _sealed_round(self, round_number: int) -> SealedRound:
+        info = self.ledger.round_info(round_number)
+        return SealedRound(round_number, tuple(info.participants), tuple(info.weights),
+                           tuple(info.digests), info.merged_digest or b"")
+
+    def refresh_members_now(self) -> None:
+        self._refresh_members()
+
+    def refresh_config_now(self) -> None:
+        self._refresh_config()
+
+    def refresh_round(self, round_number: int) -> None:
+        """Re-reads a sealed round's merged digest straight from the ledger."""
+        merged = self.ledger.round_info(round_number).merged_digest
+        if merged:
+            self.rounds.note_merged(round_number, merged)
+
+    def _refresh_members(self) -> None:
+        self.directory.replace(self.ledger.members())
+        self._members_stale = False
+
+    def _refresh_config(self) -> None:
+        config = self.ledger.config()
+        if config.configured:
+            self.min_peers, self.config_json = config.min_peers, config.config_json
+        self.finished = self.ledger.finished_count()

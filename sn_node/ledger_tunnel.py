@@ -1,0 +1,49 @@
+"""Reaching the sentinel's embedded chain from another SN node.
+
+The embedded chain lives inside the sentinel's process, so a joining SN sends its
+JSON-RPC requests through the sentinel's LedgerPeer service (mTLS, SN role only).
+The SN's ledger logic is the same as against any other chain: only the web3
+provider differs.
+"""
+
+from __future__ import annotations
+
+import grpc
+from web3.providers.base import JSONBaseProvider
+from web3.types import RPCEndpoint, RPCResponse
+
+from swarm.identity import TlsMaterial
+from swarm.protos import sn_api_pb2 as pb
+from swarm.protos import sn_api_pb2_grpc as pb_grpc
+
+
+class LedgerTunnelProvider(JSONBaseProvider):
+    """A web3 provider that carries each JSON-RPC request over the LedgerPeer gRPC service."""
+
+    def __init__(self, target: str, tls: TlsMaterial, timeout_s: float = 30.0):
+        super().__init__()
+        self.target = target
+        self._timeout_s = timeout_s
+        self._channel = tls.secure_channel(target, peer_role="sn")
+        self._stub = pb_grpc.LedgerPeerStub(self._channel)
+
+    def make_request(self, method: RPCEndpoint, params) -> RPCResponse:
+        payload = self.encode_rpc_request(method, params)
+        try:
+            reply = self._stub.Call(pb.LedgerRpcRequest(payload=payload), timeout=self._timeout_s)
+        except grpc.RpcError as error:
+            raise ConnectionError(
+                f"ledger request {method} through the sentinel at {self.target} failed: "
+                f"{error.code().name}: {error.details()}") from None
+        return self.decode_rpc_response(reply.payload)
+
+    def is_connected(self, show_traceback: bool = False) -> bool:
+        try:
+            return "result" in self.make_request(RPCEndpoint("eth_chainId"), [])
+        except ConnectionError:
+            if show_traceback:
+                raise
+            return False
+
+    def close(self) -> None:
+        self._channel.close()

@@ -1,0 +1,336 @@
+"""The SN API servicers: SwarmNetwork for nodes, LedgerPeer for other SN nodes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from typing import Callable
+
+import grpc
+
+from swarm.identity import Authorizer, NodeIdentity
+from swarm.ledger import STATUS_ACTIVE, LedgerError, Member, node_key
+from swarm.protos import sn_api_pb2 as pb
+from swarm.protos import sn_api_pb2_grpc as pb_grpc
+
+from sn_node.directory import MemberDirectory
+from sn_node.ledger_loop import LedgerLoop
+from sn_node.rounds import CheckIn, RoundBook, RoundError
+
+log = logging.getLogger("swarm.sn.api")
+
+MAX_WAIT_S = 300.0
+LEDGER_WRITE_TIMEOUT_S = 60.0
+
+
+def _endpoint_ok(endpoint: str) -> bool:
+    host, sep, port = endpoint.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+
+
+class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
+    """Serves the SN API: every call is authorised by the caller's certificate first.
+
+    The caller's node id comes from its certificate, so a node registers, checks in
+    and commits only for itself. Reads come from the SN's caches; writes go to the
+    ledger thread; check-ins stay in memory until their round can be sealed.
+    """
+
+    def __init__(self, node_identity: NodeIdentity, directory: MemberDirectory,
+                 rounds: RoundBook, loop: LedgerLoop, authorizer: Authorizer,
+                 status_extra: Callable[[], dict], admit_sn: Callable | None):
+        self._me = node_identity
+        self._directory = directory
+        self._rounds = rounds
+        self._loop = loop
+        self._auth = authorizer
+        self._status_extra = status_extra
+        self._admit_sn = admit_sn  # sentinel only
+        self._commit_lock = threading.Lock()
+        self._commits: dict[int, Future] = {}
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _first_commit(self, round_number: int, node_id: str, digest: bytes
+                      ) -> tuple[Future, bool]:
+        """One merged-digest transaction per round, however many participants commit at once.
+
+        Returns the round's commit future and whether this call sent it; the others
+        wait for it and then compare their digest with the ledger's.
+        """
+        with self._commit_lock:
+            future = self._commits.get(round_number)
+            if future is not None:
+                return future, False
+            future = self._loop.submit(lambda ledger: ledger.commit_merged(
+                round_number, node_id, digest))
+            self._commits[round_number] = future
+            for old in [r for r in self._commits if r < round_number - 16]:
+                del self._commits[old]
+            return future, True
+
+    def _write(self, context, fn, *args):
+        """Runs a ledger write on the ledger thread; a revert becomes FAILED_PRECONDITION."""
+        try:
+            return self._loop.submit(fn, *args).result(timeout=LEDGER_WRITE_TIMEOUT_S)
+        except LedgerError as error:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"ledger refused: {error}")
+        except TimeoutError:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the ledger did not answer in time")
+
+    def _member_of(self, context, who: NodeIdentity) -> Member:
+        member = self._directory.by_node_id(who.node_id)
+        if member is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"{who.node_id} is not registered: call Register first")
+        if member.fingerprint.hex() != who.fingerprint.lower():
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"{who.node_id} is registered with certificate "
+                          f"{member.fingerprint[:16]}…, not {who.fingerprint[:16]}…")
+        return member
+
+    def _participant_member(self, context, who: NodeIdentity) -> Member:
+        member = self._member_of(context, who)
+        if member.status_name != "active":
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"{who.node_id} is {member.status_name} on the ledger: register again")
+        if not self._directory.controlled_here(member):
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"{who.node_id} is registered through another SN node; register "
+                          f"with this one (or talk to that one)")
+        return member
+
+    def _to_pb(self, member: Member) -> pb.Member:
+        return pb.Member(node_id=member.node_id, role=member.role_name,
+                         fingerprint=member.fingerprint.hex(), endpoint=member.endpoint,
+                         status=member.status_name, last_seen=member.last_seen,
+                         alive=self._directory.alive(node_key(member.node_id)))
+
+    # --- SL / SWCI --------------------------------------------------------------------
+
+    def Register(self, request, context):
+        who = self._auth.authorize(context, ("sl", "swci"), "Register")
+        if not _endpoint_ok(request.endpoint):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"endpoint {request.endpoint!r} is not HOST:PORT")
+        member = self._directory.by_node_id(who.node_id)
+        unchanged = (member is not None and member.status_name == "active"
+                     and member.endpoint == request.endpoint
+                     and member.fingerprint.hex() == who.fingerprint.lower()
+                     and self._directory.controlled_here(member))
+        if not unchanged:
+            self._write(context, lambda ledger: ledger.register_node(
+                who.node_id, who.role, who.fingerprint, request.endpoint))
+            self._loop.refresh_members_now()
+            log.info("registered %s (%s) at %s", who.node_id, who.role, request.endpoint)
+        self._directory.heartbeat(node_key(who.node_id))
+        return self._to_pb(self._directory.by_node_id(who.node_id))
+
+    def Heartbeat(self, request, context):
+        who = self._auth.authorize(context, ("sl", "swci"), "Heartbeat")
+        member = self._member_of(context, who)
+        if self._directory.heartbeat(node_key(who.node_id)) and member.status_name == "inactive":
+            log.info("%s is back: marking it active", who.node_id)
+            self._write(context, lambda ledger: ledger.set_status(who.node_id, STATUS_ACTIVE))
+            self._loop.refresh_members_now()
+        last = self._rounds.last_sealed
+        return pb.HeartbeatReply(last_sealed_round=last or 0, server_time=time.time())
+
+    def ListPeers(self, request, context):
+        self._auth.authorize(context, ("sl", "swci", "sn"), "ListPeers")
+        if request.role and request.role not in ("sn", "sl", "swci"):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"role {request.role!r} is not one of sn, sl, swci")
+        members = [m for m in self._directory.all()
+                   if not request.role or m.role_name == request.role]
+        return pb.PeerList(members=[self._to_pb(m) for m in members])
+
+    def Configure(self, request, context):
+        who = self._auth.authorize(context, ("sl", "swci"), "Configure")
+        if not 1 <= request.min_peers <= 256:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"min_peers {request.min_peers} is outside 1..256")
+        if len(request.config_json.encode()) > 4096:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "config_json is over 4096 bytes")
+        if self._loop.min_peers is None:
+            try:
+                self._loop.submit(lambda ledger: ledger.configure(
+                    request.min_peers, request.config_json)).result(LEDGER_WRITE_TIMEOUT_S)
+                log.info("%s configured the session: min_peers=%d", who.node_id,
+                         request.min_peers)
+            except LedgerError as error:  # another node configured it first: fine
+                log.info("configure by %s: %s", who.node_id, error)
+            self._loop.refresh_config_now()
+        return pb.SessionConfig(min_peers=self._loop.min_peers or 0,
+                                config_json=self._loop.config_json)
+
+    def CheckIn(self, request, context):
+        who = self._auth.authorize(context, ("sl",), "CheckIn")
+        self._participant_member(context, who)
+        if request.round < 1:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "rounds are numbered from 1")
+        if not 1 <= request.weight <= 100:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"weight {request.weight} is outside 1..100")
+        if len(request.digest) != 32 or not any(request.digest):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"digest must be a non-zero 32-byte SHA-256, got {len(request.digest)} bytes")
+        if self._loop.min_peers is None:
+            self._loop.refresh_config_now()  # another SN may have configured it just now
+        if self._loop.min_peers is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          "the session is not configured yet: call Configure with min_peers")
+        key = node_key(who.node_id)
+        self._directory.heartbeat(key)
+        try:
+            count = self._rounds.check_in(request.round, key,
+                                          CheckIn(request.weight, bytes(request.digest)))
+        except RoundError as error:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{who.node_id}: {error}")
+        self._loop.poke()
+        return pb.CheckInReply(round=request.round, checked_in=count)
+
+    def WaitRound(self, request, context):
+        who = self._auth.authorize(context, ("sl", "swci"), "WaitRound")
+        timeout_s = min(request.timeout_ms / 1000.0, MAX_WAIT_S)
+        try:
+            sealed = self._rounds.wait_sealed(request.round, timeout_s)
+        except RoundError as error:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{who.node_id}: {error}")
+        info = pb.RoundInfo(round=request.round, min_peers=self._loop.min_peers or 0)
+        if sealed is None:
+            checked = self._rounds.checked_in(request.round)
+            names = {k: self._directory.get(k) for k in checked | self._directory.active_sl_keys()}
+            info.checked_in.extend(sorted(m.node_id for k, m in names.items()
+                                          if k in checked and m))
+            info.missing.extend(sorted(m.node_id for k, m in names.items()
+                                       if k not in checked and m))
+            return info
+        info.sealed = True
+        info.merged_digest = sealed.merged_digest
+        for key, weight, digest in zip(sealed.keys, sealed.weights, sealed.digests):
+            member = self._directory.get(key)
+            info.participants.append(pb.Participant(
+                node_id=member.node_id if member else "", weight=weight, digest=digest,
+                endpoint=member.endpoint if member else "",
+                fingerprint=member.fingerprint.hex() if member else ""))
+        return info
+
+    def CommitMerged(self, request, context):
+        who = self._auth.authorize(context, ("sl",), "CommitMerged")
+        self._member_of(context, who)
+        if len(request.digest) != 32:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"digest must be 32 bytes, got {len(request.digest)}")
+        sealed = self._rounds.sealed(request.round)
+        if sealed is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"round {request.round} is not sealed (or no longer cached here)")
+        if node_key(who.node_id) not in sealed.keys:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"{who.node_id} is not a participant of round {request.round}")
+        digest = bytes(request.digest)
+        recorded = False
+        if not sealed.merged_digest:
+            first, recorded = self._first_commit(request.round, who.node_id, digest)
+            try:
+                first.result(timeout=LEDGER_WRITE_TIMEOUT_S)
+            except LedgerError as error:
+                if recorded:
+                    context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"ledger refused: {error}")
+            self._loop.refresh_round(request.round)
+            sealed = self._rounds.sealed(request.round)
+        if sealed.merged_digest != digest and not recorded:
+            # A disagreement: the ledger keeps it as evidence (a MergeMismatch event).
+            self._write(context, lambda ledger: ledger.commit_merged(
+                request.round, who.node_id, digest))
+        agreed = sealed.merged_digest == digest
+        if not agreed:
+            log.warning("round %d: %s merged to %s but the ledger holds %s", request.round,
+                        who.node_id, digest.hex()[:16], sealed.merged_digest.hex()[:16])
+        return pb.CommitMergedReply(agreed=agreed, ledger_digest=sealed.merged_digest)
+
+    def MarkFinished(self, request, context):
+        who = self._auth.authorize(context, ("sl",), "MarkFinished")
+        self._member_of(context, who)
+        try:
+            self._loop.submit(lambda ledger: ledger.mark_finished(who.node_id)).result(
+                LEDGER_WRITE_TIMEOUT_S)
+            log.info("%s finished its training", who.node_id)
+        except LedgerError as error:
+            if "already finished" not in str(error):
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"ledger refused: {error}")
+        self._loop.refresh_config_now()
+        return self.GetStatus(request, context)
+
+    def GetStatus(self, request, context):
+        self._auth.authorize(context, ("sl", "swci", "sn"), "GetStatus")
+        status = pb.SwarmStatus(sn_node_id=self._me.node_id, min_peers=self._loop.min_peers or 0,
+                                config_json=self._loop.config_json,
+                                members=len(self._directory.all()), finished=self._loop.finished,
+                                **self._status_extra())
+        if self._rounds.last_sealed is not None:
+            status.has_sealed_round = True
+            status.last_sealed_round = self._rounds.last_sealed
+        if self._rounds.latest_merged is not None:
+            status.has_merged_round = True
+            status.latest_merged_round, status.latest_merged_digest = self._rounds.latest_merged
+        return status
+
+    def Revoke(self, request, context):
+        who = self._auth.authorize(context, ("swci",), "Revoke")
+        fingerprint = request.fingerprint.lower().replace(":", "")
+        if len(fingerprint) != 64 or any(c not in "0123456789abcdef" for c in fingerprint):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"fingerprint {request.fingerprint!r} is not 64 hex digits (SHA-256)")
+        self._write(context, lambda ledger: ledger.revoke(fingerprint, request.reason[:256]))
+        self._loop.refresh_members_now()
+        revoked = next((m.node_id for m in self._directory.all()
+                        if m.fingerprint.hex() == fingerprint), "")
+        log.warning("%s revoked certificate %s… (%s): %s", who.node_id, fingerprint[:16],
+                    revoked or "no member", request.reason)
+        return pb.RevokeReply(node_id=revoked)
+
+    # --- SN ---------------------------------------------------------------------------
+
+    def JoinNetwork(self, request, context):
+        who = self._auth.authorize(context, ("sn",), "JoinNetwork")
+        if self._admit_sn is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"{self._me.node_id} is not the sentinel: join through the sentinel")
+        if not _endpoint_ok(request.endpoint):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"endpoint {request.endpoint!r} is not HOST:PORT")
+        try:
+            reply = self._admit_sn(who, request.account_address, request.endpoint)
+        except (LedgerError, ValueError) as error:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot admit {who.node_id}: {error}")
+        log.info("admitted SN %s at %s", who.node_id, request.endpoint)
+        return reply
+
+
+class LedgerPeerServicer(pb_grpc.LedgerPeerServicer):
+    """Lets admitted SN nodes reach the sentinel's embedded chain (JSON-RPC over mTLS)."""
+
+    def __init__(self, handle_json_rpc: Callable[[bytes], bytes], directory: MemberDirectory,
+                 authorizer: Authorizer, on_transaction: Callable[[], None]):
+        self._handle = handle_json_rpc
+        self._directory = directory
+        self._auth = authorizer
+        self._on_transaction = on_transaction
+
+    def Call(self, request, context):
+        who = self._auth.authorize(context, ("sn",), "LedgerPeer.Call")
+        member = self._directory.by_node_id(who.node_id)
+        if member is None or member.status_name != "active" or (
+                member.fingerprint.hex() != who.fingerprint.lower()):
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"{who.node_id} is not an admitted SN member: call JoinNetwork first")
+        if len(request.payload) > 1 << 20:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ledger request over 1 MiB")
+        reply = self._handle(bytes(request.payload))
+        if b"eth_sendRawTransaction" in request.payload:
+            self._on_transaction()
+        return pb.LedgerRpcReply(payload=reply)

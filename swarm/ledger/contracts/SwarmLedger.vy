@@ -1,0 +1,448 @@
+# pragma version 0.4.3
+# pragma evm-version cancun
+"""
+@title SwarmLedger
+@notice Membership and round ledger of one swarm-learning session.
+        It records metadata only (never weights): members and their certificate
+        fingerprints, the session configuration, each round's participant set
+        with weights and update digests, the merged digest, who finished, and
+        revocations. It enforces its own rules and emits an event for every
+        change, so any site can audit a training run from the chain alone.
+@dev    Accounts are SN (swarm network) nodes. An SN acts for the SL/swci nodes
+        it registered (their "controller"). Bounds: MAX_MEMBERS members over the
+        ledger's life, MAX_PARTICIPANTS ids per check-in batch and per round,
+        node ids <= 128 bytes, endpoints <= 256 bytes, config JSON <= 4096 bytes.
+        Gas (measured): checkInAndSeal costs ~160k + 83k per id, so a full
+        256-id round needs ~21.4M gas. That fits the usual 30M block gas limit;
+        on chains capping a transaction at 2**24 gas (EIP-7825) send rounds of
+        more than ~190 ids as checkIn batches plus seal.
+"""
+
+MAX_MEMBERS: constant(uint256) = 4096
+MAX_PARTICIPANTS: constant(uint256) = 256
+MAX_NODE_ID: constant(uint256) = 128
+MAX_ENDPOINT: constant(uint256) = 256
+MAX_CONFIG: constant(uint256) = 4096
+MAX_REASON: constant(uint256) = 256
+
+ROLE_SN: constant(uint8) = 1
+ROLE_SL: constant(uint8) = 2
+ROLE_SWCI: constant(uint8) = 3
+
+STATUS_ACTIVE: constant(uint8) = 1
+STATUS_INACTIVE: constant(uint8) = 2
+STATUS_REVOKED: constant(uint8) = 3
+
+MIN_WEIGHT: constant(uint32) = 1
+MAX_WEIGHT: constant(uint32) = 100
+
+# A check-in's weight and "sealed as participant" flag share one storage word:
+# setting the flag at seal time then rewrites a warm non-zero slot (~3k gas)
+# instead of filling a fresh one (~22k gas) per participant.
+WEIGHT_MASK: constant(uint256) = 4294967295  # 2**32 - 1
+PARTICIPANT_FLAG: constant(uint256) = 4294967296  # 2**32
+
+struct Member:
+    nodeId: String[MAX_NODE_ID]
+    role: uint8
+    fingerprint: bytes32
+    endpoint: String[MAX_ENDPOINT]
+    status: uint8
+    lastSeen: uint256
+    controller: address
+
+struct Round:
+    participants: DynArray[bytes32, MAX_PARTICIPANTS]
+    merged: bytes32
+    sealedAt: uint256
+    sealedBy: bytes32
+    checkInCount: uint256
+
+event MemberRegistered:
+    id: indexed(bytes32)
+    nodeId: String[MAX_NODE_ID]
+    role: uint8
+    fingerprint: bytes32
+    endpoint: String[MAX_ENDPOINT]
+    controller: address
+    isNew: bool
+
+event StatusChanged:
+    id: indexed(bytes32)
+    status: uint8
+    by: bytes32
+
+event Configured:
+    minPeers: uint256
+    configJson: String[MAX_CONFIG]
+    by: bytes32
+
+# One event per check-in batch (not per id): fewer logs keep both the
+# transaction and every poller's decoding cheaper.
+event CheckedIn:
+    round: indexed(uint64)
+    ids: DynArray[bytes32, MAX_PARTICIPANTS]
+    weights: DynArray[uint32, MAX_PARTICIPANTS]
+    digests: DynArray[bytes32, MAX_PARTICIPANTS]
+    by: bytes32
+
+event RoundSealed:
+    round: indexed(uint64)
+    participants: DynArray[bytes32, MAX_PARTICIPANTS]
+    by: bytes32
+
+event MergeCommitted:
+    round: indexed(uint64)
+    id: indexed(bytes32)
+    digest: bytes32
+
+event MergeMismatch:
+    round: indexed(uint64)
+    id: indexed(bytes32)
+    expected: bytes32
+    actual: bytes32
+
+event NodeFinished:
+    id: indexed(bytes32)
+    finishedCount: uint256
+
+event Revoked:
+    fingerprint: indexed(bytes32)
+    id: indexed(bytes32)
+    reason: String[MAX_REASON]
+    by: bytes32
+
+sentinel: public(address)
+members: HashMap[bytes32, Member]
+memberIds: DynArray[bytes32, MAX_MEMBERS]
+# account -> SN member id it signs for
+snIdOf: public(HashMap[address, bytes32])
+# certificate fingerprint -> member id (a certificate names exactly one node)
+idOfFingerprint: public(HashMap[bytes32, bytes32])
+isRevoked: public(HashMap[bytes32, bool])
+
+configured: public(bool)
+minPeers: public(uint256)
+configJson: public(String[MAX_CONFIG])
+
+lastSealedRound: public(uint64)
+rounds: HashMap[uint64, Round]
+# round -> id -> weight | PARTICIPANT_FLAG ; 0 means not checked in
+checkInMeta: HashMap[uint64, HashMap[bytes32, uint256]]
+checkInDigest: HashMap[uint64, HashMap[bytes32, bytes32]]
+
+finishedCount: public(uint256)
+isFinished: public(HashMap[bytes32, bool])
+
+
+@deploy
+def __init__(nodeId: String[MAX_NODE_ID], fingerprint: bytes32, endpoint: String[MAX_ENDPOINT]):
+    self.sentinel = msg.sender
+    self.snIdOf[msg.sender] = self._register(nodeId, ROLE_SN, fingerprint, endpoint, msg.sender)
+
+
+# ---------------------------------------------------------------- internals
+
+@internal
+def _caller(activeOnly: bool) -> bytes32:
+    """Member id of the calling SN account; never a revoked one."""
+    sid: bytes32 = self.snIdOf[msg.sender]
+    assert sid != empty(bytes32), "caller is not a member"
+    status: uint8 = self.members[sid].status
+    assert status != STATUS_REVOKED, "caller revoked"
+    assert status == STATUS_ACTIVE or not activeOnly, "caller not active"
+    self.members[sid].lastSeen = block.timestamp
+    return sid
+
+
+@internal
+def _actor() -> bytes32:
+    """Member id of the calling SN account; it must be an active SN member."""
+    return self._caller(True)
+
+
+@internal
+@view
+def _requireController(id: bytes32):
+    assert self.members[id].role != 0, "unknown member"
+    assert self.members[id].controller == msg.sender, "not controller"
+
+
+@internal
+def _register(nodeId: String[MAX_NODE_ID], role: uint8, fingerprint: bytes32,
+              endpoint: String[MAX_ENDPOINT], controller: address) -> bytes32:
+    assert len(nodeId) > 0, "empty node id"
+    assert fingerprint != empty(bytes32), "empty fingerprint"
+    assert controller != empty(address), "empty controller"
+    assert not self.isRevoked[fingerprint], "fingerprint revoked"
+    id: bytes32 = keccak256(nodeId)
+    # Read single fields: copying the whole struct would load both strings.
+    oldRole: uint8 = self.members[id].role
+    isNew: bool = oldRole == 0
+    if isNew:
+        assert self.idOfFingerprint[fingerprint] == empty(bytes32), "fingerprint already registered"
+        assert len(self.memberIds) < MAX_MEMBERS, "member list full"
+        self.memberIds.append(id)
+        self.idOfFingerprint[fingerprint] = id
+        self.members[id] = Member(
+            nodeId=nodeId, role=role, fingerprint=fingerprint, endpoint=endpoint,
+            status=STATUS_ACTIVE, lastSeen=block.timestamp, controller=controller)
+    else:
+        # A restart or a move to another SN re-registers: same certificate only.
+        assert self.members[id].status != STATUS_REVOKED, "member revoked"
+        assert self.members[id].fingerprint == fingerprint, "fingerprint mismatch"
+        assert oldRole == role, "role mismatch"
+        self.members[id].endpoint = endpoint
+        self.members[id].status = STATUS_ACTIVE
+        self.members[id].lastSeen = block.timestamp
+        self.members[id].controller = controller
+    log MemberRegistered(id=id, nodeId=nodeId, role=role, fingerprint=fingerprint,
+                         endpoint=endpoint, controller=controller, isNew=isNew)
+    return id
+
+
+@internal
+@view
+def _requireOpen(round: uint64):
+    assert round != 0, "round must be >= 1"
+    assert round != self.lastSealedRound, "round already sealed"
+    assert round > self.lastSealedRound, "round older than last sealed"
+
+
+@internal
+def _checkIn(actor: bytes32, round: uint64, ids: DynArray[bytes32, MAX_PARTICIPANTS],
+             weights: DynArray[uint32, MAX_PARTICIPANTS],
+             digests: DynArray[bytes32, MAX_PARTICIPANTS]):
+    n: uint256 = len(ids)
+    assert n > 0, "no ids"
+    assert len(weights) == n and len(digests) == n, "length mismatch"
+    self._requireOpen(round)
+    for i: uint256 in range(n, bound=MAX_PARTICIPANTS):
+        id: bytes32 = ids[i]
+        w: uint32 = weights[i]
+        assert self.members[id].role == ROLE_SL, "not an sl member"
+        assert self.members[id].controller == msg.sender, "not controller"
+        status: uint8 = self.members[id].status
+        assert status != STATUS_REVOKED, "member revoked"
+        assert status == STATUS_ACTIVE, "member not active"
+        assert w >= MIN_WEIGHT and w <= MAX_WEIGHT, "weight out of range"
+        assert digests[i] != empty(bytes32), "empty digest"
+        assert self.checkInMeta[round][id] == 0, "already checked in"
+        self.checkInMeta[round][id] = convert(w, uint256)
+        self.checkInDigest[round][id] = digests[i]
+        self.members[id].lastSeen = block.timestamp
+    self.rounds[round].checkInCount += n
+    log CheckedIn(round=round, ids=ids, weights=weights, digests=digests, by=actor)
+
+
+@internal
+def _seal(actor: bytes32, round: uint64, ids: DynArray[bytes32, MAX_PARTICIPANTS]):
+    assert self.configured, "not configured"
+    self._requireOpen(round)
+    assert len(ids) >= self.minPeers, "below minPeers"
+    for id: bytes32 in ids:
+        meta: uint256 = self.checkInMeta[round][id]
+        assert meta != 0, "not checked in"
+        assert meta & PARTICIPANT_FLAG == 0, "duplicate participant"
+        # A member revoked after checking in must not enter the round.
+        assert self.members[id].status != STATUS_REVOKED, "member revoked"
+        self.checkInMeta[round][id] = meta | PARTICIPANT_FLAG
+    self.lastSealedRound = round
+    self.rounds[round].participants = ids
+    self.rounds[round].sealedAt = block.timestamp
+    self.rounds[round].sealedBy = actor
+    log RoundSealed(round=round, participants=ids, by=actor)
+
+
+# ---------------------------------------------------------------- membership
+
+@external
+def registerSN(nodeId: String[MAX_NODE_ID], fingerprint: bytes32,
+               endpoint: String[MAX_ENDPOINT], account: address):
+    """Admit (or re-admit) an SN node that signs with `account`."""
+    self._actor()
+    bound: bytes32 = self.snIdOf[account]
+    id: bytes32 = keccak256(nodeId)
+    assert bound == empty(bytes32) or bound == id, "account already bound"
+    old: address = self.members[id].controller
+    self._register(nodeId, ROLE_SN, fingerprint, endpoint, account)
+    if old != empty(address) and old != account:
+        self.snIdOf[old] = empty(bytes32)
+    self.snIdOf[account] = id
+
+
+@external
+def registerNode(nodeId: String[MAX_NODE_ID], role: uint8, fingerprint: bytes32,
+                 endpoint: String[MAX_ENDPOINT]):
+    """Register (or re-register) an SL/swci node; the caller becomes its controller."""
+    self._actor()
+    assert role == ROLE_SL or role == ROLE_SWCI, "role must be sl or swci"
+    self._register(nodeId, role, fingerprint, endpoint, msg.sender)
+
+
+@external
+def setStatus(id: bytes32, status: uint8):
+    """Mark a member active or inactive; revocation goes through revoke().
+    An inactive SN may still call this, so it can reactivate itself."""
+    actor: bytes32 = self._caller(False)
+    self._requireController(id)
+    assert status == STATUS_ACTIVE or status == STATUS_INACTIVE, "status must be active or inactive"
+    assert self.members[id].status != STATUS_REVOKED, "member revoked"
+    self.members[id].status = status
+    self.members[id].lastSeen = block.timestamp
+    log StatusChanged(id=id, status=status, by=actor)
+
+
+@external
+def revoke(fingerprint: bytes32, reason: String[MAX_REASON]):
+    """Revoke a certificate and the member registered with it, for good."""
+    actor: bytes32 = self._actor()
+    assert fingerprint != empty(bytes32), "empty fingerprint"
+    assert not self.isRevoked[fingerprint], "already revoked"
+    self.isRevoked[fingerprint] = True
+    id: bytes32 = self.idOfFingerprint[fingerprint]
+    if id != empty(bytes32):
+        self.members[id].status = STATUS_REVOKED
+    log Revoked(fingerprint=fingerprint, id=id, reason=reason, by=actor)
+
+
+# ---------------------------------------------------------------- session
+
+@external
+def configure(minPeers: uint256, configJson: String[MAX_CONFIG]):
+    """Fix the session configuration, once per ledger."""
+    actor: bytes32 = self._actor()
+    assert not self.configured, "already configured"
+    assert minPeers >= 1, "minPeers must be >= 1"
+    assert minPeers <= MAX_PARTICIPANTS, "minPeers above participant bound"
+    self.configured = True
+    self.minPeers = minPeers
+    self.configJson = configJson
+    log Configured(minPeers=minPeers, configJson=configJson, by=actor)
+
+
+@external
+def checkIn(round: uint64, ids: DynArray[bytes32, MAX_PARTICIPANTS],
+            weights: DynArray[uint32, MAX_PARTICIPANTS],
+            digests: DynArray[bytes32, MAX_PARTICIPANTS]):
+    """Check in the caller's nodes for an open round (one batch, one tx)."""
+    self._checkIn(self._actor(), round, ids, weights, digests)
+
+
+@external
+def seal(round: uint64, ids: DynArray[bytes32, MAX_PARTICIPANTS]):
+    """Fix a round's participant set; rounds seal in strictly increasing order."""
+    self._seal(self._actor(), round, ids)
+
+
+@external
+def checkInAndSeal(round: uint64, ids: DynArray[bytes32, MAX_PARTICIPANTS],
+                   weights: DynArray[uint32, MAX_PARTICIPANTS],
+                   digests: DynArray[bytes32, MAX_PARTICIPANTS],
+                   sealIds: DynArray[bytes32, MAX_PARTICIPANTS]):
+    """Single-SN fast path: a whole round's control plane in one transaction."""
+    actor: bytes32 = self._actor()
+    self._checkIn(actor, round, ids, weights, digests)
+    self._seal(actor, round, sealIds)
+
+
+@internal
+def _commitMerged(round: uint64, id: bytes32, digest: bytes32):
+    self._requireController(id)
+    assert self.members[id].status != STATUS_REVOKED, "member revoked"
+    assert digest != empty(bytes32), "empty digest"
+    assert self.checkInMeta[round][id] & PARTICIPANT_FLAG != 0, "not a participant"
+    self.members[id].lastSeen = block.timestamp
+    merged: bytes32 = self.rounds[round].merged
+    if merged == empty(bytes32):
+        self.rounds[round].merged = digest
+        log MergeCommitted(round=round, id=id, digest=digest)
+    elif merged != digest:
+        # Keep the evidence instead of reverting: auditors need to see it.
+        log MergeMismatch(round=round, id=id, expected=merged, actual=digest)
+
+
+@external
+def commitMerged(round: uint64, id: bytes32, digest: bytes32):
+    """Record a participant's merged digest. The first sets the round's merged
+    digest; a differing later one emits MergeMismatch; an equal one is a no-op."""
+    self._actor()
+    assert self.rounds[round].sealedAt != 0, "round not sealed"
+    self._commitMerged(round, id, digest)
+
+
+@external
+def commitMergedBatch(round: uint64, ids: DynArray[bytes32, MAX_PARTICIPANTS],
+                      digests: DynArray[bytes32, MAX_PARTICIPANTS]):
+    """commitMerged for several of the caller's participants in one transaction."""
+    self._actor()
+    assert len(ids) > 0, "no ids"
+    assert len(digests) == len(ids), "length mismatch"
+    assert self.rounds[round].sealedAt != 0, "round not sealed"
+    for i: uint256 in range(len(ids), bound=MAX_PARTICIPANTS):
+        self._commitMerged(round, ids[i], digests[i])
+
+
+@external
+def markFinished(id: bytes32):
+    """Record that a node finished its epochs."""
+    self._actor()
+    self._requireController(id)
+    assert self.members[id].status != STATUS_REVOKED, "member revoked"
+    assert not self.isFinished[id], "already finished"
+    self.isFinished[id] = True
+    self.finishedCount += 1
+    self.members[id].lastSeen = block.timestamp
+    log NodeFinished(id=id, finishedCount=self.finishedCount)
+
+
+# ---------------------------------------------------------------- views
+
+@external
+@view
+def getMember(id: bytes32) -> Member:
+    return self.members[id]
+
+
+@external
+@view
+def memberCount() -> uint256:
+    return len(self.memberIds)
+
+
+@external
+@view
+def memberIdAt(index: uint256) -> bytes32:
+    assert index < len(self.memberIds), "index out of range"
+    return self.memberIds[index]
+
+
+@external
+@view
+def getConfig() -> (bool, uint256, String[MAX_CONFIG]):
+    return self.configured, self.minPeers, self.configJson
+
+
+@external
+@view
+def checkInOf(round: uint64, id: bytes32) -> (uint32, bytes32, bool):
+    """(weight, digest, sealed as participant); weight 0 means no check-in."""
+    meta: uint256 = self.checkInMeta[round][id]
+    return convert(meta & WEIGHT_MASK, uint32), self.checkInDigest[round][id], meta & PARTICIPANT_FLAG != 0
+
+
+@external
+@view
+def roundInfo(round: uint64) -> (bool, DynArray[bytes32, MAX_PARTICIPANTS],
+                                 DynArray[uint32, MAX_PARTICIPANTS],
+                                 DynArray[bytes32, MAX_PARTICIPANTS],
+                                 bytes32, uint256, bytes32, uint256):
+    """(sealed, participant ids, weights, digests, merged digest, sealedAt,
+    sealedBy, checkInCount)."""
+    r: Round = self.rounds[round]
+    weights: DynArray[uint32, MAX_PARTICIPANTS] = []
+    digests: DynArray[bytes32, MAX_PARTICIPANTS] = []
+    for id: bytes32 in r.participants:
+        weights.append(convert(self.checkInMeta[round][id] & WEIGHT_MASK, uint32))
+        digests.append(self.checkInDigest[round][id])
+    return r.sealedAt != 0, r.participants, weights, digests, r.merged, r.sealedAt, r.sealedBy, r.checkInCount
