@@ -130,10 +130,8 @@ class LedgerLoop:
             ok = self._send(plan)
             self.rounds.sent(plan, ok)
             if ok and plan.seal_keys is not None:
-                sealed = self._sealed_round(plan.round)
-                self._report_left_out(self.rounds.note_sealed(sealed))
-        if plans:
-            self._poll_events()
+                # Waiters wake now; the ledger's own RoundSealed event follows and is a no-op.
+                self._report_left_out(self.rounds.note_sealed(self.rounds.sealed_as_planned(plan)))
 
     def _send(self, plan: SealPlan) -> bool:
         keys = list(plan.check_ins)

@@ -184,6 +184,14 @@ class RoundBook:
                     state.pending.setdefault(key, entry)
             self._cv.notify_all()
 
+    def sealed_as_planned(self, plan: SealPlan) -> SealedRound:
+        """The round our own seal transaction fixed, from the check-ins we hold."""
+        with self._cv:
+            everyone = self._open[plan.round].all_check_ins()
+            return SealedRound(plan.round, plan.seal_keys,
+                               tuple(everyone[k].weight for k in plan.seal_keys),
+                               tuple(everyone[k].digest for k in plan.seal_keys))
+
     def note_check_in(self, round_number: int, key: bytes, entry: CheckIn) -> None:
         """A check-in seen on the ledger (any SN's)."""
         with self._cv:

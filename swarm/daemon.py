@@ -32,6 +32,7 @@ class DetachedNode:
     pid: int
     log: str
     record: Path
+    pid_file: Path
 
     def alive(self) -> bool:
         try:
@@ -55,6 +56,9 @@ def detach(kind: str, name: str, argv: list[str], log_path: Path, ready_marker: 
            timeout_s: float = 120.0) -> int:
     """Starts `argv` in a new session, logging to log_path; returns once it is ready.
 
+    The child's pid goes to `<kind>.pid` beside the log, and a record of it into
+    run_dir() for stop-swarm.
+
     Returns 0 when the child printed ready_marker, 1 when it exited or timed out
     first (after printing the end of its log to stderr so the user sees why).
     """
@@ -63,10 +67,13 @@ def detach(kind: str, name: str, argv: list[str], log_path: Path, ready_marker: 
         start_offset = log.tell()
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                  stderr=subprocess.STDOUT, start_new_session=True)
+    pid_file = log_path.with_name(f"{kind}.pid")
+    pid_file.write_text(f"{child.pid}\n")
     record = run_dir() / f"{kind}-{name}.json"
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"kind": kind, "name": name, "pid": child.pid,
-                                  "log": str(log_path), "argv": argv}))
+                                  "log": str(log_path), "pid_file": str(pid_file),
+                                  "argv": argv}))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = _read_from(log_path, start_offset)
@@ -76,6 +83,7 @@ def detach(kind: str, name: str, argv: list[str], log_path: Path, ready_marker: 
             return 0
         if child.poll() is not None:
             record.unlink(missing_ok=True)
+            pid_file.unlink(missing_ok=True)
             tail = "\n".join(text.strip().splitlines()[-15:])
             print(f"{kind} node {name} exited with status {child.returncode} before it "
                   f"was ready; the end of {log_path}:\n{tail}", file=sys.stderr)
@@ -98,7 +106,8 @@ def detached_nodes(kind: str | None = None) -> list[DetachedNode]:
     for record in sorted(run_dir().glob("*.json")):
         try:
             data = json.loads(record.read_text())
-            node = DetachedNode(data["kind"], data["name"], int(data["pid"]), data["log"], record)
+            node = DetachedNode(data["kind"], data["name"], int(data["pid"]), data["log"],
+                                record, Path(data.get("pid_file", "")))
         except (OSError, ValueError, KeyError):
             continue
         if not node.alive():
@@ -121,6 +130,8 @@ def stop_nodes(nodes: list[DetachedNode], grace_s: float = 15.0) -> list[Detache
         _signal(node.pid, signal.SIGKILL)
     for node in nodes:
         node.record.unlink(missing_ok=True)
+        if node.pid_file.name:
+            node.pid_file.unlink(missing_ok=True)
     return killed
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from certs.gen_cert import main as gen_cert
 from swarm.identity import TlsMaterial, load_tls
@@ -52,6 +54,14 @@ class Site:
 
     def material(self, role: str) -> TlsMaterial:
         return load_tls(self.cert(role), self.key(role), self.capath)
+
+    def ca(self):
+        """The site CA's (key, certificate), to issue extra certificates in tests."""
+        key = load_pem_private_key(
+            (self.cert_dir / "ca" / f"ca-{self.index}-key.pem").read_bytes(), None)
+        cert = x509.load_pem_x509_certificate(
+            (self.capath / f"ca-{self.index}-cert.pem").read_bytes())
+        return key, cert
 
 
 def make_sites(root: Path, names_and_indices: list[tuple[str, int]]) -> list[Site]:

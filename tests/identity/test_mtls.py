@@ -15,10 +15,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509.oid import NameOID
 
 from certs.gen_cert import main as gen_cert
+from conftest import Site
 from swarm.identity import (
     Authorizer,
     NodeIdentity,
@@ -36,32 +36,6 @@ from swarm.identity import (
 )
 
 METHOD = "/swarm.test.Probe/Call"
-
-
-@dataclass
-class Site:
-    """One gen-cert site on disk."""
-
-    name: str
-    index: int
-    cert_dir: Path
-
-    @property
-    def capath(self) -> Path:
-        return self.cert_dir / "ca" / "capath"
-
-    def files(self, role: str) -> tuple[Path, Path]:
-        return (self.cert_dir / f"{role}-{self.index}-cert.pem",
-                self.cert_dir / f"{role}-{self.index}-key.pem")
-
-    def material(self, role: str) -> TlsMaterial:
-        cert, key = self.files(role)
-        return load_tls(cert, key, self.capath)
-
-    def ca(self):
-        key = load_pem_private_key((self.cert_dir / "ca" / f"ca-{self.index}-key.pem").read_bytes(), None)
-        cert = x509.load_pem_x509_certificate((self.capath / f"ca-{self.index}-cert.pem").read_bytes())
-        return key, cert
 
 
 def _make_site(root: Path, name: str, index: int) -> Site:
@@ -168,7 +142,7 @@ def test_two_sites_call_succeeds_and_servicer_sees_identity(sites, serve):
 
 def test_tls_files_load_and_matching_ip_san_is_allowed(sites, serve, tmp_path):
     a, b, _ = sites
-    cert, key = a.files("sl")
+    cert, key = (a.cert("sl"), a.key("sl"))
     assert TlsFiles(cert, key, a.capath).load().identity.node_id == "siteA/sl-1"
     served = serve(a.material("sn"))
     bound = _node_cert(b, tmp_path, host_ips=("127.0.0.1",))
@@ -318,7 +292,7 @@ def test_certificate_without_identity_is_unauthenticated(sites, serve, tmp_path)
 
 def test_load_tls_errors_name_flag_and_problem(sites, tmp_path):
     a, b, _ = sites
-    cert, key = a.files("sl")
+    cert, key = (a.cert("sl"), a.key("sl"))
     empty, nodes_only = tmp_path / "empty", tmp_path / "nodes_only"
     empty.mkdir()
     nodes_only.mkdir()
@@ -329,7 +303,7 @@ def test_load_tls_errors_name_flag_and_problem(sites, tmp_path):
         ((key, key, a.capath), r"^--cert .*sl-1-key.pem: not a PEM certificate$"),
         ((cert, tmp_path / "nokey.pem", a.capath), r"^--key .*nokey.pem: no such file$"),
         ((cert, tmp_path / "junk.pem", a.capath), r"^--key .*junk.pem: not a PEM private key"),
-        ((cert, a.files("sn")[1], a.capath), r"^--key .*sn-1-key.pem: key does not match the certificate in --cert"),
+        ((cert, a.key("sn"), a.capath), r"^--key .*sn-1-key.pem: key does not match the certificate in --cert"),
         ((cert, key, tmp_path / "nodir"), r"^--capath .*nodir: no such directory$"),
         ((cert, key, empty), r"^--capath .*empty: has no \*\.pem CA certificates"),
         ((cert, key, nodes_only), r"^--capath .*nodes_only: has no \*\.pem CA certificates"),

@@ -96,12 +96,15 @@ def test_detached_sn_starts_in_the_background_and_stop_swarm_stops_it(sites, tmp
     assert f"{READY} {port}" in log
     records = list((tmp_path / "run").glob("sn-*.json"))
     assert len(records) == 1
+    pid = int((data_dir / "sn.pid").read_text())
+    os.kill(pid, 0)  # the pid file names the live node
 
     stop = subprocess.run([sys.executable, "-m", "swarm.cli.stop"], cwd=REPO,
                           capture_output=True, text=True, timeout=60, env={**os.environ, **env})
     assert stop.returncode == 0
     assert "sn node alpha_sn-1" in stop.stdout and "stopped" in stop.stdout
     assert not list((tmp_path / "run").glob("*.json"))
+    assert not (data_dir / "sn.pid").exists()
     with socket.socket() as probe:  # the port is free again: the node is gone
         probe.bind(("127.0.0.1", port))
     again = subprocess.run([sys.executable, "-m", "swarm.cli.stop"], cwd=REPO,

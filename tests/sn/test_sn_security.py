@@ -7,21 +7,11 @@ import hashlib
 
 import grpc
 import pytest
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from cryptography import x509
 
 from swarm.identity import issue_node_certificate, load_tls, write_pem_cert, write_pem_key
 from swarm.network.sn_client import SNClient, SwarmNetworkError
 
 from conftest import make_sites
-
-
-def _site_ca(site):
-    ca_cert = x509.load_pem_x509_certificate(
-        (site.capath / f"ca-{site.index}-cert.pem").read_bytes())
-    ca_key = load_pem_private_key(
-        (site.cert_dir / "ca" / f"ca-{site.index}-key.pem").read_bytes(), password=None)
-    return ca_key, ca_cert
 
 
 def test_foreign_expired_wrong_role_and_revoked_certificates_are_refused(
@@ -37,7 +27,7 @@ def test_foreign_expired_wrong_role_and_revoked_certificates_are_refused(
         assert refused.value.code == grpc.StatusCode.UNAVAILABLE
 
     # An expired certificate from a trusted CA: refused in the TLS handshake.
-    ca_key, ca_cert = _site_ca(beta)
+    ca_key, ca_cert = beta.ca()
     now = dt.datetime.now(dt.timezone.utc)
     key, cert = issue_node_certificate(ca_key, ca_cert, role="sl", index=7, site="beta",
                                        not_before=now - dt.timedelta(days=30),
