@@ -171,9 +171,9 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         self._participant_member(context, who)
         if request.round < 1:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "rounds are numbered from 1")
-        if not 1 <= request.weight <= 100:
+        if request.weight > 100:  # 0: a participant without an update of its own
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"weight {request.weight} is outside 1..100")
+                          f"weight {request.weight} is outside 0..100")
         if len(request.digest) != 32 or not any(request.digest):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"digest must be a non-zero 32-byte SHA-256, got {len(request.digest)} bytes")

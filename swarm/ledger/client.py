@@ -42,7 +42,7 @@ STATUS_NAMES = {STATUS_ACTIVE: "active", STATUS_INACTIVE: "inactive", STATUS_REV
 #: Mirrors the contract's bounds (see SwarmLedger.vy); checked here so that an
 #: oversized argument fails with a clear message instead of a bare revert.
 MAX_PARTICIPANTS = 256
-MIN_WEIGHT, MAX_WEIGHT = 1, 100
+MIN_WEIGHT, MAX_WEIGHT = 0, 100  # 0: a participant without an update
 MAX_NODE_ID_BYTES = 128
 MAX_ENDPOINT_BYTES = 256
 MAX_CONFIG_BYTES = 4096
@@ -601,7 +601,7 @@ class LedgerClient:
     def check_in_of(self, round: int, node: bytes | str) -> tuple[int, bytes, bool] | None:
         """(weight, digest, sealed as participant) of a check-in, or None."""
         weight, digest, participant = self._call("checkInOf", round, _key(node))
-        return None if weight == 0 else (weight, bytes(digest), participant)
+        return None if bytes(digest) == ZERO32 else (weight, bytes(digest), participant)
 
     def finished_count(self) -> int:
         return self._call("finishedCount")

@@ -132,14 +132,24 @@ def test_configure_once(swarm):
     assert swarm.sn1.config().min_peers == 2
 
 
+def test_a_weight_zero_participant_checks_in_and_is_sealed(swarm):
+    sn1 = swarm.sn1
+    sn1.configure(2, "{}")
+    a, b, _ = SLS1
+    sn1.check_in(1, [a], [0], [digest("no update")])
+    assert sn1.check_in_of(1, a) == (0, digest("no update"), False)
+    assert sn1.check_in_of(1, b) is None
+    sn1.check_in_and_seal(1, [b], [30], [digest("b")], [a, b])
+    info = sn1.round_info(1)
+    assert info.weights == (0, 30) and sn1.check_in_of(1, a)[2]
+
+
 def test_check_in_and_seal_rules(swarm):
     sn1 = swarm.sn1
     sn1.configure(2, "{}")
     a, b, c = SLS1
     with reverts("round must be >= 1", "checkIn"):
         sn1.check_in(0, [a], [1], [digest(0)])
-    with reverts("weight out of range", "checkIn"):
-        sn1.check_in(1, [a], [0], [digest(1)])
     with reverts("weight out of range", "checkIn"):
         sn1.check_in(1, [a], [101], [digest(1)])
     with reverts("empty digest", "checkIn"):

@@ -33,7 +33,10 @@ STATUS_ACTIVE: constant(uint8) = 1
 STATUS_INACTIVE: constant(uint8) = 2
 STATUS_REVOKED: constant(uint8) = 3
 
-MIN_WEIGHT: constant(uint32) = 1
+# Weight 0: a participant that contributes no update (a node that finished
+# training, checkinModelOnTrainEnd=inactive); it counts towards minPeers and
+# receives the merged model.
+MIN_WEIGHT: constant(uint32) = 0
 MAX_WEIGHT: constant(uint32) = 100
 
 # A check-in's weight and "sealed as participant" flag share one storage word:
@@ -41,6 +44,7 @@ MAX_WEIGHT: constant(uint32) = 100
 # instead of filling a fresh one (~22k gas) per participant.
 WEIGHT_MASK: constant(uint256) = 4294967295  # 2**32 - 1
 PARTICIPANT_FLAG: constant(uint256) = 4294967296  # 2**32
+CHECKED_IN_FLAG: constant(uint256) = 8589934592  # 2**33: non-zero even for weight 0
 
 struct Member:
     nodeId: String[MAX_NODE_ID]
@@ -228,7 +232,7 @@ def _checkIn(actor: bytes32, round: uint64, ids: DynArray[bytes32, MAX_PARTICIPA
         assert w >= MIN_WEIGHT and w <= MAX_WEIGHT, "weight out of range"
         assert digests[i] != empty(bytes32), "empty digest"
         assert self.checkInMeta[round][id] == 0, "already checked in"
-        self.checkInMeta[round][id] = convert(w, uint256)
+        self.checkInMeta[round][id] = convert(w, uint256) | CHECKED_IN_FLAG
         self.checkInDigest[round][id] = digests[i]
         self.members[id].lastSeen = block.timestamp
     self.rounds[round].checkInCount += n
@@ -426,7 +430,7 @@ def getConfig() -> (bool, uint256, String[MAX_CONFIG]):
 @external
 @view
 def checkInOf(round: uint64, id: bytes32) -> (uint32, bytes32, bool):
-    """(weight, digest, sealed as participant); weight 0 means no check-in."""
+    """(weight, digest, sealed as participant); an empty digest means no check-in."""
     meta: uint256 = self.checkInMeta[round][id]
     return convert(meta & WEIGHT_MASK, uint32), self.checkInDigest[round][id], meta & PARTICIPANT_FLAG != 0
 
