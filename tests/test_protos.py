@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from conftest import REPO
+from swarm_testing import REPO
 
 
 def test_generated_protos_match_their_source():

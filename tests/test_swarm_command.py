@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from conftest import REPO
+from swarm_testing import REPO
 
 
 def swarm(*args: str):

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from certs.gen_cert import main as gen_cert
-from conftest import Site
+from swarm_testing import Site
 from swarm.identity import (
     Authorizer,
     NodeIdentity,

@@ -11,7 +11,7 @@ import pytest
 
 from swarm.network.sn_client import SNClient, SwarmNetworkError
 
-from conftest import READY
+from swarm_testing import READY
 
 
 def digest(text: str) -> bytes:

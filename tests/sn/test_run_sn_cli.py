@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import READY, REPO, free_port, run_sn_argv
+from swarm_testing import READY, REPO, free_port, run_sn_argv
 
 
 def run_sn(*args: str, timeout_s: float = 90, env: dict | None = None):

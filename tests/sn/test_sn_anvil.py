@@ -9,7 +9,7 @@ import pytest
 
 from swarm.network.sn_client import SNClient
 
-from conftest import free_port
+from swarm_testing import free_port
 
 ANVIL = shutil.which("anvil")
 pytestmark = pytest.mark.skipif(ANVIL is None, reason="anvil is not installed (`make tools`)")

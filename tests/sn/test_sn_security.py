@@ -11,7 +11,7 @@ import pytest
 from swarm.identity import issue_node_certificate, load_tls, write_pem_cert, write_pem_key
 from swarm.network.sn_client import SNClient, SwarmNetworkError
 
-from conftest import make_sites
+from swarm_testing import make_sites
 
 
 def test_foreign_expired_wrong_role_and_revoked_certificates_are_refused(

@@ -1,0 +1,181 @@
+"""`run-sl`: starts a Swarm Learning node and its ML sidecar; exits with the sidecar's status."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import ipaddress
+import logging
+import shlex
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from swarm.daemon import detach
+from swarm.identity import TlsConfigError, load_tls
+
+from sl_node.local_service import SwarmLearningLocalServicer
+from sl_node.node import SLConfig, StartupError, SwarmLearningNode
+from sl_node.sidecar import Sidecar, SidecarSpec, parse_env, parse_volume
+
+log = logging.getLogger("swarm.sl")
+READY_LINE = "SL node {node_id} ready on port: {port}"
+UNIX_PATH_MAX = 100  # sockaddr_un holds 108 bytes; keep a margin
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run-sl",
+        description="Run a Swarm Learning (SL) node and its ML sidecar: the node merges the "
+                    "sidecar's weights with its peers' over mutual TLS.")
+    net = p.add_argument_group("network")
+    net.add_argument("--host-ip", default="127.0.0.1", metavar="IP",
+                     help="address peers reach this SL node at (default 127.0.0.1)")
+    net.add_argument("--bind-ip", metavar="IP", help="address to listen on (default: --host-ip)")
+    net.add_argument("--sn-ip", default="127.0.0.1", metavar="IP",
+                     help="the SN node this SL node registers with (default 127.0.0.1)")
+    net.add_argument("--sn-api-port", type=_port, default=30304, metavar="PORT",
+                     help="that SN's API port (default 30304)")
+    net.add_argument("--sl-fs-port", type=_port, default=30305, metavar="PORT",
+                     help="port this node serves its peers on (default 30305)")
+    tls = p.add_argument_group("identity (from gen-cert)")
+    tls.add_argument("--cert", required=True, help="this node's certificate (sl-INDEX-cert.pem)")
+    tls.add_argument("--key", required=True, help="its private key (sl-INDEX-key.pem)")
+    tls.add_argument("--capath", required=True, help="directory of trusted CA certificates")
+    ml = p.add_argument_group("the ML sidecar (the user's training program)")
+    ml.add_argument("--ml-image", metavar="IMAGE",
+                    help="run the sidecar in this container image (docker or podman); "
+                         "without it the sidecar is a local process")
+    ml.add_argument("--ml-engine", choices=["docker", "podman"],
+                    help="container engine for --ml-image (default: whichever is installed)")
+    ml.add_argument("--ml-name", metavar="NAME", help="container name")
+    ml.add_argument("--ml-w", metavar="DIR", help="the sidecar's working directory")
+    ml.add_argument("--ml-entrypoint", metavar="CMD", help="program to run, e.g. python3")
+    ml.add_argument("--ml-cmd", metavar="ARGS", default="",
+                    help="its arguments, e.g. 'train.py --epochs 3' (one shell-quoted string)")
+    ml.add_argument("--ml-v", action="append", default=[], metavar="SRC:DST",
+                    help="mount SRC at DST (repeatable); for a local process, paths under DST "
+                         "in the command and environment are rewritten to SRC")
+    ml.add_argument("--ml-e", action="append", default=[], metavar="KEY=VALUE",
+                    help="environment variable for the sidecar (repeatable), e.g. MAX_EPOCHS=5")
+    run = p.add_argument_group("process")
+    run.add_argument("-d", "--detach", action="store_true",
+                     help="run in the background; log and pid file under --data-dir")
+    run.add_argument("--data-dir", metavar="DIR",
+                     help="logs and the local socket (default ./swarm-data/sl-<sl-fs-port>)")
+    run.add_argument("--peer-timeout", type=float, default=5.0, metavar="SECONDS",
+                     help="a peer silent this long (plus transfer time) is dropped from a "
+                          "round (default 5)")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (1-65535)")
+    return value
+
+
+def socket_path_for(data_dir: Path) -> Path:
+    """The local socket; a short path under /tmp when the data directory's is too long."""
+    path = data_dir / "sl.sock"
+    if len(str(path)) <= UNIX_PATH_MAX:
+        return path
+    tag = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"swarm-sl-{tag}" / "sl.sock"
+
+
+def parse(argv: list[str]) -> tuple[SLConfig, SidecarSpec, argparse.Namespace]:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag in ("host_ip", "bind_ip", "sn_ip"):
+        value = getattr(args, flag)
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                parser.error(f"--{flag.replace('_', '-')} {value!r} is not an IP address")
+    if args.peer_timeout <= 0:
+        parser.error("--peer-timeout must be > 0")
+    try:
+        volumes = [parse_volume(v) for v in args.ml_v]
+        env = dict(parse_env(e) for e in args.ml_e)
+        cmd = shlex.split(args.ml_cmd)
+        entrypoint = shlex.split(args.ml_entrypoint or "")
+    except ValueError as error:
+        parser.error(str(error))
+    if not cmd and not entrypoint and not args.ml_image:
+        parser.error("say what the ML sidecar runs: --ml-cmd (and --ml-entrypoint), "
+                     "or --ml-image")
+    data_dir = Path(args.data_dir or f"swarm-data/sl-{args.sl_fs_port}").resolve()
+    config = SLConfig(host_ip=args.host_ip, bind_ip=args.bind_ip or args.host_ip,
+                      sn_target=f"{args.sn_ip}:{args.sn_api_port}", fs_port=args.sl_fs_port,
+                      data_dir=data_dir, socket_path=socket_path_for(data_dir),
+                      peer_timeout_s=args.peer_timeout)
+    spec = SidecarSpec(cmd=cmd, entrypoint=entrypoint, workdir=args.ml_w, env=env,
+                       volumes=volumes, image=args.ml_image, name=args.ml_name,
+                       engine=args.ml_engine)
+    return config, spec, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config, spec, args = parse(argv)
+    try:
+        tls = load_tls(args.cert, args.key, args.capath)
+    except TlsConfigError as error:
+        print(f"run-sl: error: {error}", file=sys.stderr)
+        return 2
+    if tls.identity.role != "sl":
+        print(f"run-sl: error: --cert {args.cert} is a {tls.identity.role!r} certificate "
+              f"({tls.identity.node_id}); run-sl needs an sl-INDEX-cert.pem", file=sys.stderr)
+        return 2
+    if args.detach:
+        child = [sys.executable, "-m", "sl_node.cli",
+                 *[a for a in argv if a not in ("-d", "--detach")]]
+        if not args.data_dir:
+            child += ["--data-dir", str(config.data_dir)]
+        return detach("sl", f"{tls.identity.node_id.replace('/', '_')}-{config.fs_port}", child,
+                      config.data_dir / "sl.log", "SL node")
+
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    node = SwarmLearningNode(config, tls)
+    sidecar = None
+    stopping = threading.Event()
+
+    def on_signal(*_):
+        stopping.set()
+        if sidecar is not None:
+            sidecar.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        node.start()
+        node.serve_local(SwarmLearningLocalServicer(node))
+        print(READY_LINE.format(node_id=tls.identity.node_id, port=config.fs_port), flush=True)
+        sidecar = Sidecar(spec, config.socket_path, config.data_dir / "ml-sidecar.log")
+    except (StartupError, ValueError) as error:
+        print(f"run-sl: error: {error}", file=sys.stderr)
+        node.stop()
+        return 1
+    code = sidecar.wait()
+    if stopping.is_set():
+        log.info("stopped")
+    elif code == 0:
+        log.info("the ML sidecar finished (exit 0)")
+    else:
+        log.error("the ML sidecar exited with status %d; see %s", code, sidecar.log_path)
+    node.stop()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

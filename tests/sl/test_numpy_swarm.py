@@ -1,0 +1,45 @@
+"""A two-node NumPy softmax swarm: real SN, SL nodes and sidecars, over mTLS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from swarm_testing import REPO
+
+SIDECAR = "tests/sl/digits_numpy_sidecar.py"
+
+
+def local_accuracy(node: int, nodes: int, tmp_path) -> float:
+    out = tmp_path / f"local-{node}"
+    subprocess.run([sys.executable, SIDECAR, "--local"], cwd=REPO, check=True, timeout=120,
+                   env={"NODE_INDEX": str(node), "NUM_NODES": str(nodes), "MAX_EPOCHS": "5",
+                        "MODEL_DIR": str(out), "PATH": "/usr/bin:/bin"}, capture_output=True)
+    return json.loads((out / "result.json").read_text())["accuracy"]
+
+
+def test_two_numpy_nodes_end_bit_identical_and_beat_local_training(sites, start_sn, start_sl,
+                                                                  tmp_path):
+    alpha, beta, _ = sites
+    sn = start_sn(alpha)
+    nodes = []
+    for index, site in enumerate((alpha, beta)):
+        env = {"NODE_INDEX": str(index), "NUM_NODES": "2", "MAX_EPOCHS": "5",
+               "MIN_PEERS": "2", "MODEL_DIR": str(tmp_path / f"model-{index}")}
+        nodes.append(start_sl(site, sn, SIDECAR, env))
+    for proc, _ in nodes:
+        assert proc.wait_exit(300) == 0, proc.output
+    results = [json.loads((tmp_path / f"model-{i}" / "result.json").read_text()) for i in (0, 1)]
+    assert results[0]["weights_sha256"] == results[1]["weights_sha256"]
+    assert results[0]["rounds"] >= 5
+    for proc, _ in nodes:
+        assert "All peers and Swarm training rounds finished. Final Swarm model was loaded." \
+            in proc.output
+        assert "sent" in proc.output and "model sizes" in proc.output
+    for index in (0, 1):
+        saved = list((tmp_path / f"model-{index}" / "saved_models").iterdir())
+        assert saved, "the final model is saved under MODEL_DIR/saved_models"
+    swarm_accuracy = results[0]["accuracy"]
+    local = [local_accuracy(i, 2, tmp_path) for i in (0, 1)]
+    assert swarm_accuracy > max(local) + 0.2, (swarm_accuracy, local)
