@@ -24,7 +24,7 @@ class TrimmedMean:
 
     Parameters:
         trim_ratio: the fraction of the n values cut from each end, in [0, 0.5]
-            (default 0.2). A call where ``n - 2t < 1`` raises ValueError (e.g. 0.5 with
+            (default 0.25). A call where ``n - 2t < 1`` raises ValueError (e.g. 0.5 with
             even n). 0 is the weighted mean.
     """
 
