@@ -274,7 +274,14 @@ class SwarmLearningNode:
         return self.swarm_done
 
     def _final_result(self) -> tuple[lpb.SyncResult, MergedModel | None]:
+        # A round sealed just before the end may still be merging: every node must load
+        # the same final model, so wait (bounded) until the last sealed round is merged.
+        deadline = time.monotonic() + 3 * self.config.peer_timeout_s
         status = self.sn.status()
+        while (status.last_sealed_round > status.latest_merged_round
+               and time.monotonic() < deadline):
+            time.sleep(0.2)
+            status = self.sn.status()
         model = self.latest
         if status.has_merged_round and (model is None
                                         or model.round != status.latest_merged_round):
@@ -299,7 +306,11 @@ class SwarmLearningNode:
                 try:
                     self.sn.check_in(round_number, weight, digest)
                 except SwarmNetworkError as error:
-                    if error.code == grpc.StatusCode.FAILED_PRECONDITION and "check in for round" in str(error):
+                    refused = error.code == grpc.StatusCode.FAILED_PRECONDITION
+                    if refused and "the swarm is done" in str(error):
+                        self.swarm_done = True
+                        return self._final_result()
+                    if refused and "check in for round" in str(error):
                         round_number = self.sn.status().last_sealed_round + 1
                         continue
                     raise

@@ -6,6 +6,7 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -86,6 +87,16 @@ def container_command(spec: SidecarSpec, socket_path: Path) -> list[str]:
     return argv + spec.entrypoint[1:] + spec.cmd
 
 
+def _die_with_parent() -> None:
+    """Linux: the local sidecar gets SIGTERM if its SL node dies, even by SIGKILL."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Sidecar:
     """The running ML sidecar; its output goes to a log file and to the SL node's log."""
 
@@ -103,7 +114,8 @@ class Sidecar:
         try:
             self.proc = subprocess.Popen(argv, env=env, cwd=workdir, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                         text=True, errors="replace")
+                                         text=True, errors="replace",
+                                         preexec_fn=_die_with_parent)
         except OSError as error:
             raise ValueError(f"cannot start the ML sidecar {argv[0]!r}: {error.strerror}") from None
         self._pump = threading.Thread(target=self._follow, name="ml-log", daemon=True)

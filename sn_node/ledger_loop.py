@@ -123,7 +123,13 @@ class LedgerLoop:
             self._members_stale = True
         self._seal_ready_rounds()
 
+    def swarm_done(self) -> bool:
+        """min_peers nodes have finished: the ledger takes no more rounds."""
+        return self.min_peers is not None and self.finished >= self.min_peers
+
     def _seal_ready_rounds(self) -> None:
+        if self.swarm_done():
+            return
         plans = self.rounds.plan(self.min_peers, self.directory.active_sl_keys(),
                                  several_sn=self.directory.sn_count() > 1)
         for plan in plans:

@@ -182,6 +182,10 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         if self._loop.min_peers is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           "the session is not configured yet: call Configure with min_peers")
+        if self._loop.swarm_done():
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"the swarm is done: {self._loop.finished} nodes finished training "
+                          f"(min_peers {self._loop.min_peers}); load the final model")
         key = node_key(who.node_id)
         self._directory.heartbeat(key)
         try:

@@ -144,6 +144,21 @@ def test_a_weight_zero_participant_checks_in_and_is_sealed(swarm):
     assert info.weights == (0, 30) and sn1.check_in_of(1, a)[2]
 
 
+def test_no_round_starts_once_min_peers_have_finished(swarm):
+    sn1 = swarm.sn1
+    sn1.configure(2, "{}")
+    a, b, c = SLS1
+    sn1.check_in(1, [a, b, c], [1, 1, 1], [digest("a"), digest("b"), digest("c")])
+    sn1.mark_finished(a)
+    sn1.seal(1, [a, b, c])  # one finished node: the swarm goes on
+    sn1.check_in(2, [a, b], [1, 1], [digest("a2"), digest("b2")])
+    sn1.mark_finished(b)
+    with reverts("swarm done", "seal"):
+        sn1.seal(2, [a, b])
+    with reverts("swarm done", "checkIn"):
+        sn1.check_in(2, [c], [1], [digest("c2")])
+
+
 def test_check_in_and_seal_rules(swarm):
     sn1 = swarm.sn1
     sn1.configure(2, "{}")

@@ -208,6 +208,9 @@ def _register(nodeId: String[MAX_NODE_ID], role: uint8, fingerprint: bytes32,
 @internal
 @view
 def _requireOpen(round: uint64):
+    # Once minPeers nodes have finished, the swarm is done: no round may start, so
+    # every node loads the same final model.
+    assert not (self.configured and self.finishedCount >= self.minPeers), "swarm done"
     assert round != 0, "round must be >= 1"
     assert round != self.lastSealedRound, "round already sealed"
     assert round > self.lastSealedRound, "round older than last sealed"
