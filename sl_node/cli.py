@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import ipaddress
 import logging
 import shlex
 import signal
@@ -13,6 +12,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from swarm.cli.args import ip_address, port
 from swarm.daemon import detach
 from swarm.identity import TlsConfigError, load_tls
 
@@ -31,14 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a Swarm Learning (SL) node and its ML sidecar: the node merges the "
                     "sidecar's weights with its peers' over mutual TLS.")
     net = p.add_argument_group("network")
-    net.add_argument("--host-ip", default="127.0.0.1", metavar="IP",
+    net.add_argument("--host-ip", type=ip_address, default="127.0.0.1", metavar="IP",
                      help="address peers reach this SL node at (default 127.0.0.1)")
-    net.add_argument("--bind-ip", metavar="IP", help="address to listen on (default: --host-ip)")
-    net.add_argument("--sn-ip", default="127.0.0.1", metavar="IP",
+    net.add_argument("--bind-ip", type=ip_address, metavar="IP", help="address to listen on (default: --host-ip)")
+    net.add_argument("--sn-ip", type=ip_address, default="127.0.0.1", metavar="IP",
                      help="the SN node this SL node registers with (default 127.0.0.1)")
-    net.add_argument("--sn-api-port", type=_port, default=30304, metavar="PORT",
+    net.add_argument("--sn-api-port", type=port, default=30304, metavar="PORT",
                      help="that SN's API port (default 30304)")
-    net.add_argument("--sl-fs-port", type=_port, default=30305, metavar="PORT",
+    net.add_argument("--sl-fs-port", type=port, default=30305, metavar="PORT",
                      help="port this node serves its peers on (default 30305)")
     tls = p.add_argument_group("identity (from gen-cert)")
     tls.add_argument("--cert", required=True, help="this node's certificate (sl-INDEX-cert.pem)")
@@ -72,16 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port number (1-65535)")
-    return value
-
-
 def socket_path_for(data_dir: Path) -> Path:
     """The local socket; a short path under /tmp when the data directory's is too long."""
     path = data_dir / "sl.sock"
@@ -94,13 +84,6 @@ def socket_path_for(data_dir: Path) -> Path:
 def parse(argv: list[str]) -> tuple[SLConfig, SidecarSpec, argparse.Namespace]:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for flag in ("host_ip", "bind_ip", "sn_ip"):
-        value = getattr(args, flag)
-        if value is not None:
-            try:
-                ipaddress.ip_address(value)
-            except ValueError:
-                parser.error(f"--{flag.replace('_', '-')} {value!r} is not an IP address")
     if args.peer_timeout <= 0:
         parser.error("--peer-timeout must be > 0")
     try:
@@ -146,24 +129,31 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    node = SwarmLearningNode(config, tls)
-    sidecar = None
+    # The sidecar is forked before this process creates any gRPC object: forking
+    # while gRPC's threads run can leave the child with a broken poller. It waits
+    # for the node's socket to appear.
+    config.socket_path.unlink(missing_ok=True)  # a stale socket from an earlier run
+    try:
+        sidecar = Sidecar(spec, config.socket_path, config.data_dir / "ml-sidecar.log")
+    except ValueError as error:
+        print(f"run-sl: error: {error}", file=sys.stderr)
+        return 1
     stopping = threading.Event()
 
     def on_signal(*_):
         stopping.set()
-        if sidecar is not None:
-            sidecar.stop()
+        sidecar.stop()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    node = SwarmLearningNode(config, tls)
     try:
         node.start()
         node.serve_local(SwarmLearningLocalServicer(node))
         print(READY_LINE.format(node_id=tls.identity.node_id, port=config.fs_port), flush=True)
-        sidecar = Sidecar(spec, config.socket_path, config.data_dir / "ml-sidecar.log")
-    except (StartupError, ValueError) as error:
+    except StartupError as error:
         print(f"run-sl: error: {error}", file=sys.stderr)
+        sidecar.stop()
         node.stop()
         return 1
     code = sidecar.wait()

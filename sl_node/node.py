@@ -7,7 +7,6 @@ import json
 import logging
 import threading
 import time
-from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +15,10 @@ import numpy as np
 
 from swarm.identity import Authorizer, TlsMaterial
 from swarm.merging import get_merge
+from swarm.network.servers import ListenError, listen_secure, new_server
 from swarm.network.sn_client import SNClient, SwarmNetworkError
 from swarm.protos import local_api_pb2 as lpb
+from swarm.protos import local_api_pb2_grpc as lpb_grpc
 from swarm.protos import sl_api_pb2 as pb
 from swarm.protos import sl_api_pb2_grpc as pb_grpc
 from swarm.tensors import (
@@ -114,14 +115,11 @@ class SwarmLearningNode:
         pb_grpc.add_SwarmLearningPeerServicer_to_server(SwarmLearningPeerServicer(
             authorizer, self._inbox, self.counter, self._held_model,
             self.config.max_model_bytes), peer)
-        address = f"{self.config.bind_ip}:{self.config.fs_port}"
         try:
-            bound = peer.add_secure_port(address, self.tls.server_credentials())
-        except RuntimeError:
-            bound = 0
-        if not bound:
-            raise StartupError(f"cannot listen on {address} (--sl-fs-port): the port is in "
-                               f"use or the address is not this host's")
+            listen_secure(peer, f"{self.config.bind_ip}:{self.config.fs_port}",
+                          self.tls.server_credentials(), "--sl-fs-port")
+        except ListenError as error:
+            raise StartupError(str(error)) from None
         try:
             self.sn.wait_ready(timeout_s=60.0)
             member = self.sn.register(self.config.endpoint)
@@ -134,9 +132,7 @@ class SwarmLearningNode:
 
     def serve_local(self, servicer) -> None:
         """Starts the sidecar-facing server on the unix socket."""
-        from swarm.protos import local_api_pb2_grpc as lpb_grpc
         self.config.socket_path.parent.mkdir(parents=True, exist_ok=True)
-        self.config.socket_path.unlink(missing_ok=True)
         server = self._server()
         lpb_grpc.add_SwarmLearningLocalServicer_to_server(servicer, server)
         server.add_insecure_port(f"unix://{self.config.socket_path}")
@@ -153,11 +149,7 @@ class SwarmLearningNode:
         self.sn.close()
 
     def _server(self) -> grpc.Server:
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="sl"),
-            options=[("grpc.so_reuseport", 0),
-                     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+        server = new_server("sl", MAX_MESSAGE_BYTES)
         self._servers.append(server)
         return server
 
@@ -211,8 +203,20 @@ class SwarmLearningNode:
             self.merge = get_merge(method, **params.get("merge_params", {}))
         except ValueError as error:
             raise SessionError(str(error)) from None
+        # The first node's model layout is the swarm's: recorded on the ledger with the
+        # session, so a node whose model differs is refused here, before any round.
+        params["layout_fingerprint"] = layout.fingerprint.hex()
+        session = self.sn.configure(int(params.get("min_peers", 1)), json.dumps(params))
+        try:
+            recorded = json.loads(session.config_json or "{}")
+        except ValueError:
+            recorded = {}
+        swarm_layout = recorded.get("layout_fingerprint")
+        if swarm_layout and swarm_layout != params["layout_fingerprint"]:
+            raise SessionError("this sidecar's model differs from the swarm's (the shapes or "
+                               "dtypes of its weights do not match the model the swarm "
+                               "trains); every node must build the same model")
         self.layout = layout
-        session = self.sn.configure(int(params.get("min_peers", 1)), config_json)
         self.min_peers = session.min_peers
         if session.min_peers != params.get("min_peers", session.min_peers):
             log.warning("the swarm runs with min_peers=%d (recorded on the ledger), not the "
@@ -303,6 +307,7 @@ class SwarmLearningNode:
             while True:
                 if self._done():
                     return self._final_result()
+                control_started = time.perf_counter()
                 try:
                     self.sn.check_in(round_number, weight, digest)
                 except SwarmNetworkError as error:
@@ -324,6 +329,7 @@ class SwarmLearningNode:
                     round_number += 1
                     continue
                 started = time.perf_counter()
+                control_s = started - control_started
                 before = (self.counter.sent, self.counter.received)
                 try:
                     merged, merged_digest, merged_hashes = self.exchange.run(
@@ -333,6 +339,7 @@ class SwarmLearningNode:
                                 round_number + 1)
                     round_number += 1
                     continue
+                exchange_s = time.perf_counter() - started
                 sent, received = self.counter.sent - before[0], self.counter.received - before[1]
                 reply = self.sn.commit_merged(round_number, merged_digest)
                 if not reply.agreed:
@@ -343,8 +350,9 @@ class SwarmLearningNode:
                                           merged_digest)
                 self.last_round = round_number
                 size = self.layout.nbytes or 1
-                log.info("round %d merged with %d peers in %.2f s (sent %.2f, received %.2f "
-                         "model sizes)", round_number, plan.size, time.perf_counter() - started,
+                log.info("round %d merged with %d peers in %.3f s (control %.3f s, exchange "
+                         "%.3f s; sent %.2f, received %.2f model sizes)", round_number,
+                         plan.size, control_s + exchange_s, control_s, exchange_s,
                          sent / size, received / size)
                 return (lpb.SyncResult(round=round_number, participants=plan.size,
                                        merged_digest=merged_digest, total_bytes=merged.nbytes),

@@ -111,6 +111,7 @@ class Sidecar:
             raise ValueError("no ML program to run: give --ml-cmd (and --ml-entrypoint)")
         log.info("starting the ML sidecar: %s", shlex.join(argv))
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        socket_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.proc = subprocess.Popen(argv, env=env, cwd=workdir, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from swarm.cli.args import ip_address, port
 from swarm.daemon import detach
 from swarm.identity import TlsConfigError, load_tls
 
@@ -26,18 +26,18 @@ def build_parser() -> argparse.ArgumentParser:
     role = p.add_argument_group("swarm")
     role.add_argument("--sentinel", action="store_true",
                       help="start a new swarm: create the ledger and deploy its contract")
-    role.add_argument("--sentinel-ip", metavar="IP",
+    role.add_argument("--sentinel-ip", type=ip_address, metavar="IP",
                       help="join the swarm whose sentinel SN runs at this address")
-    role.add_argument("--sentinel-api-port", type=_port, default=30304, metavar="PORT",
+    role.add_argument("--sentinel-api-port", type=port, default=30304, metavar="PORT",
                       help="the sentinel's SN API port (default 30304)")
     net = p.add_argument_group("network")
-    net.add_argument("--host-ip", default="127.0.0.1", metavar="IP",
+    net.add_argument("--host-ip", type=ip_address, default="127.0.0.1", metavar="IP",
                      help="address other nodes reach this SN at (default 127.0.0.1)")
-    net.add_argument("--bind-ip", metavar="IP",
+    net.add_argument("--bind-ip", type=ip_address, metavar="IP",
                      help="address to listen on (default: --host-ip)")
-    net.add_argument("--sn-api-port", type=_port, default=30304, metavar="PORT",
+    net.add_argument("--sn-api-port", type=port, default=30304, metavar="PORT",
                      help="SN API port, for SL nodes and joining SN nodes (default 30304)")
-    net.add_argument("--sn-p2p-port", type=_port, default=30303, metavar="PORT",
+    net.add_argument("--sn-p2p-port", type=port, default=30303, metavar="PORT",
                      help="SN-to-SN ledger port: the sentinel serves its embedded chain "
                           "to other SN nodes here (default 30303)")
     tls = p.add_argument_group("identity (from gen-cert)")
@@ -70,33 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port number (1-65535)")
-    return value
-
-
-def _check_ip(parser: argparse.ArgumentParser, flag: str, value: str | None) -> None:
-    if value is None:
-        return
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        parser.error(f"{flag} {value!r} is not an IP address")
-
-
 def parse_config(argv: list[str] | None) -> tuple[NodeConfig, argparse.Namespace]:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.sentinel == bool(args.sentinel_ip):
         parser.error("give either --sentinel (start a new swarm) or --sentinel-ip IP "
                      "(join an existing one)")
-    for flag in ("--host-ip", "--bind-ip", "--sentinel-ip"):
-        _check_ip(parser, flag, getattr(args, flag[2:].replace("-", "_")))
     if args.sn_api_port == args.sn_p2p_port:
         parser.error(f"--sn-api-port and --sn-p2p-port are both {args.sn_api_port}; "
                      "they need different ports")

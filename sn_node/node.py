@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from swarm.ledger import (
     load_or_create_account,
     open_or_deploy,
 )
+from swarm.network.servers import ListenError, listen_secure, new_server
 from swarm.network.sn_client import SNClient, SwarmNetworkError
 from swarm.protos import sn_api_pb2 as pb
 from swarm.protos import sn_api_pb2_grpc as pb_grpc
@@ -117,6 +117,8 @@ class SwarmNetworkNode:
         print(READY_LINE.format(port=self.config.api_port), flush=True)
 
     def stop(self) -> None:
+        if self.loop is not None:
+            self.loop.rounds.close()
         for server in self._servers:
             server.stop(grace=2).wait(5)
         if self.loop is not None:
@@ -127,19 +129,12 @@ class SwarmNetworkNode:
             self.chain.close()
 
     def _server(self, port: int, flag: str) -> grpc.Server:
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix=f"sn-{port}"),
-            options=[("grpc.so_reuseport", 0),
-                     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
-        address = f"{self.config.bind_ip}:{port}"
+        server = new_server(f"sn-{port}", MAX_MESSAGE_BYTES)
         try:
-            bound = server.add_secure_port(address, self.tls.server_credentials())
-        except RuntimeError:
-            bound = 0
-        if not bound:
-            raise StartupError(f"cannot listen on {address} ({flag}): the port is in use or "
-                               f"the address is not this host's; pick another with {flag}")
+            listen_secure(server, f"{self.config.bind_ip}:{port}",
+                          self.tls.server_credentials(), flag)
+        except ListenError as error:
+            raise StartupError(str(error)) from None
         self._servers.append(server)
         return server
 

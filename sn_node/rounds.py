@@ -73,6 +73,13 @@ class RoundBook:
         self._sealed: dict[int, SealedRound] = {}
         self.last_sealed: int | None = None
         self.latest_merged: tuple[int, bytes] | None = None
+        self._closed = False
+
+    def close(self) -> None:
+        """The SN is stopping: release every waiting WaitRound at once."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
 
     # --- SL side -------------------------------------------------------------------
 
@@ -117,7 +124,7 @@ class RoundBook:
                     raise RoundError(f"round {round_number} was skipped: round "
                                      f"{self.last_sealed} was sealed first")
                 left = deadline - self._clock()
-                if left <= 0:
+                if left <= 0 or self._closed:
                     return None
                 self._cv.wait(left)
 

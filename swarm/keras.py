@@ -9,13 +9,13 @@ from typing import Any
 import keras
 import numpy as np
 
-from swarm.callback.core import SwarmCallbackCore
+from swarm.callback.core import CoreViews, SwarmCallbackCore
 from swarm.callback.params import parse_params
 
 DEFAULT_ADS_VAL_BATCH_SIZE = 32
 
 
-class SwarmCallback(keras.callbacks.Callback):
+class SwarmCallback(CoreViews, keras.callbacks.Callback):
     """Makes `model.fit` take part in swarm training through the site's SL node.
 
     Responsible for the Keras side only: it exchanges all of `model.get_weights()`
@@ -43,29 +43,6 @@ class SwarmCallback(keras.callbacks.Callback):
             val_loss=self._val_loss if self.swarm_params.use_adaptive_sync else None,
             save_final=self._save_final,
             weight_names=lambda: [w.path for w in self.model.weights])
-
-    # ---- what users may look at ---------------------------------------------------
-
-    @property
-    def logger(self):
-        """The callback's logger; `swarmCallback.logger.setLevel(...)` works as before."""
-        return self._core.logger
-
-    @property
-    def swarm_done(self) -> bool:
-        return self._core.swarm_done
-
-    @property
-    def rounds_done(self) -> int:
-        return self._core.rounds_done
-
-    @property
-    def sync_interval(self) -> int:
-        return self._core.sync_interval
-
-    @property
-    def final_model_path(self) -> Path | None:
-        return self._core.final_model_path
 
     # ---- Keras hooks --------------------------------------------------------------
 

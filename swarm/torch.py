@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from swarm.callback.core import SwarmCallbackCore
+from swarm.callback.core import CoreViews, SwarmCallbackCore
 from swarm.callback.params import parse_params
 
 DEFAULT_VAL_BATCH_SIZE = 64
@@ -68,7 +68,7 @@ def _instantiate(cls: type, args: dict | None, param: str):
         raise ValueError(f"{param} {args or {}!r} do not fit {cls.__name__}: {error}") from None
 
 
-class SwarmCallback:
+class SwarmCallback(CoreViews):
     """Makes a PyTorch training loop take part in swarm training through the site's SL node.
 
     Responsible for the PyTorch side only: it exchanges the model's WHOLE state_dict
@@ -113,30 +113,6 @@ class SwarmCallback:
             save_final=self._save_final)
         if params.ads_val_data is None:
             self._core.logger.info("No adsValData: merged models are not validated here")
-
-    # ---- what users may look at ---------------------------------------------------
-
-    @property
-    def logger(self):
-        """The callback's logger; `swarmCallback.logger.setLevel(...)` works as before."""
-        return self._core.logger
-
-    @property
-    def swarm_done(self) -> bool:
-        """True once the swarm is done and the final model is loaded: stop training."""
-        return self._core.swarm_done
-
-    @property
-    def rounds_done(self) -> int:
-        return self._core.rounds_done
-
-    @property
-    def sync_interval(self) -> int:
-        return self._core.sync_interval
-
-    @property
-    def final_model_path(self) -> Path | None:
-        return self._core.final_model_path
 
     # ---- hooks the training loop calls --------------------------------------------
 

@@ -317,6 +317,34 @@ class SwarmCallbackCore:
         self._interval = new
 
 
+class CoreViews:
+    """What users may read from a framework's SwarmCallback, forwarded from its core."""
+
+    _core: SwarmCallbackCore
+
+    @property
+    def logger(self):
+        """The callback's logger; `swarmCallback.logger.setLevel(...)` works as before."""
+        return self._core.logger
+
+    @property
+    def swarm_done(self) -> bool:
+        """True once the swarm is done and the final model is loaded: stop training."""
+        return self._core.swarm_done
+
+    @property
+    def rounds_done(self) -> int:
+        return self._core.rounds_done
+
+    @property
+    def sync_interval(self) -> int:
+        return self._core.sync_interval
+
+    @property
+    def final_model_path(self) -> Path | None:
+        return self._core.final_model_path
+
+
 class SwarmCallback(SwarmCallbackCore):
     """The SwarmCallback for plain NumPy training loops.
 

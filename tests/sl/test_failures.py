@@ -7,8 +7,6 @@ import json
 import re
 import signal
 
-from swarm_testing import READY  # noqa: F401  (the SN fixtures wait for it)
-
 SIDECAR = "tests/sl/digits_numpy_sidecar.py"
 MERGED = re.compile(r"^(\S+ \S+) INFO swarm\.sl: round (\d+) merged")
 

@@ -53,7 +53,7 @@ def test_an_sl_certificate_cannot_run_an_sn(sites):
 def test_bad_ports_and_addresses_are_named(sites):
     args = sites[0].tls_args("sn")
     assert "not a port number" in error_line(run_sn("--sentinel", *args, "--sn-api-port", "70000"))
-    assert "--host-ip 'nowhere' is not an IP" in error_line(
+    assert "--host-ip: 'nowhere' is not an IP address" in error_line(
         run_sn("--sentinel", *args, "--host-ip", "nowhere"))
     same = run_sn("--sentinel", *args, "--sn-api-port", "31000", "--sn-p2p-port", "31000")
     assert "need different ports" in error_line(same)

@@ -1,0 +1,248 @@
+"""The sharded exchange between three SL peers over real gRPC and mutual TLS.
+
+Each peer has its own peer server (the real servicer) and Exchange; the sealed
+round is given directly (the SN and ledger are tested elsewhere). One peer is made
+to misbehave in each bad-input test: the others must refuse its update, name it
+and the problem, and still finish the round with the same bytes everywhere.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import pytest
+
+from swarm.identity import Authorizer
+from swarm.merging import get_merge
+from swarm.protos import sl_api_pb2 as pb
+from swarm.protos import sl_api_pb2_grpc as pb_grpc
+from swarm.tensors import Layout, weights_digest
+
+import sl_node.exchange as exchange_module
+from sl_node.exchange import ByteCounter, Exchange, Peer, RoundFailed, RoundInbox, RoundPlan
+from sl_node.peer_service import SwarmLearningPeerServicer
+
+from swarm_testing import free_port
+
+ELEMENTS = 300_000  # 1.2 MB of float32: 19 blocks, so every peer owns a real range
+
+
+@dataclass
+class Node:
+    name: str
+    server: grpc.Server
+    exchange: Exchange
+    inboxes: dict
+    counter: ByteCounter
+    endpoint: str
+
+
+def _node(site, timeout_s: float, max_bytes: int = 1 << 30) -> Node:
+    tls = site.material("sl")
+    inboxes: dict[int, RoundInbox] = {}
+    lock = threading.Lock()
+
+    def inbox_for(round_number: int) -> RoundInbox:
+        with lock:
+            return inboxes.setdefault(round_number, RoundInbox(round_number))
+
+    counter = ByteCounter()
+    server = grpc.server(futures.ThreadPoolExecutor(16),
+                         options=[("grpc.max_receive_message_length", 8 << 20)])
+    pb_grpc.add_SwarmLearningPeerServicer_to_server(SwarmLearningPeerServicer(
+        Authorizer(), inbox_for, counter, lambda r: None, max_bytes), server)
+    port = free_port()
+    server.add_secure_port(f"127.0.0.1:{port}", tls.server_credentials())
+    server.start()
+    channels: dict[str, grpc.Channel] = {}
+
+    def channel_for(endpoint: str) -> grpc.Channel:
+        if endpoint not in channels:
+            channels[endpoint] = tls.secure_channel(endpoint, "sl")
+        return channels[endpoint]
+
+    return Node(tls.identity.node_id, server, Exchange(channel_for, inbox_for, counter, timeout_s),
+                inboxes, counter, f"127.0.0.1:{port}")
+
+
+@pytest.fixture
+def peers(sites):
+    nodes = [_node(site, timeout_s=3.0) for site in sites]
+    yield nodes
+    for node in nodes:
+        node.server.stop(0)
+        node.exchange.close()
+
+
+def flats(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(ELEMENTS).astype(np.float32) for _ in range(3)]
+
+
+def plans(nodes, vectors, layout, weights=(1, 1, 1), digests=None) -> list[RoundPlan]:
+    digests = digests or [weights_digest(layout, v)[0] for v in vectors]
+    peers = tuple(Peer(n.name, n.endpoint, sites_fp[n.name], w, d)
+                  for n, w, d in zip(nodes, weights, digests))
+    return [RoundPlan(1, peers, i, layout) for i in range(len(nodes))]
+
+
+sites_fp: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _fingerprints(sites):
+    for site in sites:
+        identity = site.material("sl").identity
+        sites_fp[identity.node_id] = identity.fingerprint
+
+
+def run_all(nodes, round_plans, vectors, merge, hashes=None):
+    """Every node runs its part in its own thread; returns results or exceptions."""
+    results: list = [None] * len(nodes)
+    hashes = hashes or [weights_digest(p.layout, v)[1] if v is not None else []
+                        for p, v in zip(round_plans, vectors)]
+
+    def one(i):
+        try:
+            results[i] = nodes[i].exchange.run(round_plans[i], vectors[i], hashes[i], merge)
+        except Exception as error:  # handed to the test
+            results[i] = error
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(nodes))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+@pytest.mark.parametrize("method", ["mean", "coordmedian", "geomedian", "krum"])
+def test_every_peer_ends_with_the_same_merge_of_all_updates(peers, method):
+    vectors = flats()
+    layout = Layout.from_weights({"w": vectors[0]})
+    merge = get_merge(method)
+    results = run_all(peers, plans(peers, vectors, layout), vectors, merge)
+    merged = [r[0] for r in results]
+    assert all(np.array_equal(merged[0], m) for m in merged[1:])
+    assert len({r[1] for r in results}) == 1  # one merged digest
+    expected = merge(np.stack(vectors), np.ones(3))
+    np.testing.assert_allclose(merged[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_each_peer_moves_about_two_model_sizes_times_n_minus_one_over_n(peers):
+    vectors = flats(1)
+    layout = Layout.from_weights({"w": vectors[0]})
+    run_all(peers, plans(peers, vectors, layout), vectors, get_merge("mean"))
+    for node in peers:
+        ratio_sent = node.counter.sent / layout.nbytes
+        ratio_received = node.counter.received / layout.nbytes
+        # 2·(N−1)/N = 1.33 for N = 3; block-granular shards add at most one block each way.
+        for ratio in (ratio_sent, ratio_received):
+            assert 1.2 < ratio < 1.45, (node.name, ratio_sent, ratio_received)
+
+
+def _expect_refused(peers, results, layout, vectors, who: str, problem: str):
+    honest = [r for r in results if not isinstance(r, Exception)]
+    assert len(honest) == 3, results
+    assert all(np.array_equal(honest[0][0], r[0]) for r in honest)
+    without = np.mean(np.stack(vectors[:2]).astype(np.float64), axis=0).astype(np.float32)
+    np.testing.assert_allclose(honest[0][0], without, rtol=1e-6)
+    if problem:  # refused by our servicer (not by gRPC before it): the reason names both
+        reasons = [reason for node in peers for inbox in node.inboxes.values()
+                   for reason in inbox.rejected.values()]
+        assert any(who in reason and problem in reason for reason in reasons), reasons
+
+
+def test_a_corrupted_block_is_refused_naming_the_sender(peers, monkeypatch):
+    vectors = flats(2)
+    layout = Layout.from_weights({"w": vectors[0]})
+    round_plans = plans(peers, vectors, layout)
+    hashes = [weights_digest(layout, v)[1] for v in vectors]
+    original = exchange_module.Exchange._push_update
+
+    def corrupting(self, plan, j, data, blocks, block_hashes):
+        if plan.me == 2 and j == 0:  # gamma corrupts what it sends alpha, after hashing
+            bad = bytearray(data)
+            bad[100] ^= 0xFF
+            data = memoryview(bytes(bad))
+        return original(self, plan, j, data, blocks, block_hashes)
+
+    monkeypatch.setattr(exchange_module.Exchange, "_push_update", corrupting)
+    results = run_all(peers, round_plans, vectors, get_merge("mean"), hashes)
+    _expect_refused(peers, results, layout, vectors, "gamma/sl-3", "does not match its hash")
+
+
+def test_a_nan_update_is_refused_naming_the_sender(peers):
+    vectors = flats(3)
+    vectors[2][5] = np.nan  # in alpha's range; its digest is honest, its values are not
+    layout = Layout.from_weights({"w": vectors[0]})
+    results = run_all(peers, plans(peers, vectors, layout), vectors, get_merge("mean"))
+    _expect_refused(peers, results, layout, vectors, "gamma/sl-3", "non-finite")
+
+
+def test_an_update_announced_with_another_layout_is_refused(peers, monkeypatch):
+    vectors = flats(4)
+    layout = Layout.from_weights({"w": vectors[0]})
+    other = Layout.from_weights({"w": vectors[2].reshape(1000, 300)})
+    original = exchange_module.Exchange._push_update
+
+    def other_layout(self, plan, j, data, blocks, block_hashes):
+        if plan.me == 2:  # gamma announces a model of another shape
+            plan = RoundPlan(plan.round, plan.peers, plan.me, other)
+        return original(self, plan, j, data, blocks, block_hashes)
+
+    monkeypatch.setattr(exchange_module.Exchange, "_push_update", other_layout)
+    results = run_all(peers, plans(peers, vectors, layout), vectors, get_merge("mean"))
+    _expect_refused(peers, results, layout, vectors, "gamma/sl-3", "layout differs")
+
+
+def test_a_digest_that_does_not_match_the_ledger_is_refused(peers):
+    vectors = flats(5)
+    layout = Layout.from_weights({"w": vectors[0]})
+    digests = [weights_digest(layout, v)[0] for v in vectors]
+    digests[2] = bytes(32 * [7])  # what gamma checked in is not what it sends
+    results = run_all(peers, plans(peers, vectors, layout, digests=digests), vectors,
+                      get_merge("mean"))
+    _expect_refused(peers, results, layout, vectors, "gamma/sl-3",
+                    "do not match the digest it checked in")
+
+
+def test_a_message_over_the_size_limit_is_refused_and_the_round_goes_on(peers):
+    vectors = flats(6)
+    layout = Layout.from_weights({"w": vectors[0]})
+    stream = peers[2].exchange._stream
+
+    def oversized(header, data):
+        if len(header.block_hashes) == layout.num_blocks:  # gamma's update pushes
+            yield pb.ExchangeChunk(header=header)
+            yield pb.ExchangeChunk(data=bytes(data) + bytes(9 << 20))  # over 8 MiB
+        else:
+            yield from stream(header, data)
+
+    peers[2].exchange._stream = oversized
+    results = run_all(peers, plans(peers, vectors, layout), vectors, get_merge("mean"))
+    _expect_refused(peers, results, layout, vectors, "gamma/sl-3", "")
+    # The refusal happened in gRPC itself (message over the limit); the servers live on.
+    peers[2].exchange._stream = stream
+    vectors = flats(7)
+    round_plans = [RoundPlan(2, p.peers, p.me, layout) for p in plans(peers, vectors, layout)]
+    assert all(not isinstance(r, Exception)
+               for r in run_all(peers, round_plans, vectors, get_merge("mean")))
+
+
+def test_a_peer_that_does_not_answer_fails_the_round_within_the_timeout(peers):
+    vectors = flats(9)
+    layout = Layout.from_weights({"w": vectors[0]})
+    peers[2].server.stop(0)  # gamma is gone
+    round_plans = plans(peers, vectors, layout)
+    started = time.monotonic()
+    results = run_all(peers[:2], round_plans[:2], vectors[:2], get_merge("mean"))
+    elapsed = time.monotonic() - started
+    for result in results:
+        assert isinstance(result, RoundFailed) and "gamma/sl-3" in str(result), result
+    assert elapsed < 10.0

@@ -1,0 +1,71 @@
+"""run-sl: its command line, the sidecar launcher, and a node whose model differs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from sl_node.sidecar import SidecarSpec, container_command, local_command, parse_volume
+
+from swarm_testing import REPO
+
+SYNTHETIC = "benchmarks/synthetic_sidecar.py"
+
+
+def run_sl(*args: str):
+    return subprocess.run([sys.executable, "-m", "sl_node.cli", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_run_sl_says_what_is_missing(sites):
+    nothing_to_run = run_sl(*sites[0].tls_args("sl"))
+    assert nothing_to_run.returncode == 2
+    assert "say what the ML sidecar runs" in nothing_to_run.stderr
+    wrong_role = run_sl(*sites[0].tls_args("sn"), "--ml-cmd", "x.py")
+    assert wrong_role.returncode == 2
+    assert "is a 'sn' certificate" in wrong_role.stderr and "sl-INDEX-cert.pem" in wrong_role.stderr
+    bad_volume = run_sl(*sites[0].tls_args("sl"), "--ml-cmd", "x.py", "--ml-v", "nocolon")
+    assert bad_volume.returncode == 2 and "--ml-v 'nocolon' is not SRC:DST" in bad_volume.stderr
+    bad_env = run_sl(*sites[0].tls_args("sl"), "--ml-cmd", "x.py", "--ml-e", "NOVALUE")
+    assert bad_env.returncode == 2 and "--ml-e 'NOVALUE' is not KEY=VALUE" in bad_env.stderr
+
+
+def test_a_local_sidecar_sees_volume_paths_rewritten_to_the_host(tmp_path):
+    src = tmp_path / "model"
+    spec = SidecarSpec(cmd=["train.py", "--out", "/tmp/test/model/run1"],
+                       entrypoint=["python3"], workdir="/tmp/test/model",
+                       env={"MODEL_DIR": "/tmp/test/model", "OTHER": "/elsewhere"},
+                       volumes=[parse_volume(f"{src}:/tmp/test/model")])
+    argv, env, workdir = local_command(spec, Path("/run/sl.sock"))
+    assert argv == ["python3", "train.py", "--out", f"{src}/run1"]
+    assert env["MODEL_DIR"] == str(src) and env["OTHER"] == "/elsewhere"
+    assert workdir == str(src)
+    assert env["SWARM_SL_ADDRESS"] == "unix:///run/sl.sock"
+
+
+def test_a_container_sidecar_gets_the_socket_directory_mounted():
+    spec = SidecarSpec(cmd=["train.py"], entrypoint=["python3"], workdir="/job",
+                       env={"MAX_EPOCHS": "3"}, volumes=[("/data/a", "/data")],
+                       image="user/train:1", name="ml-1", engine="podman")
+    argv = container_command(spec, Path("/var/swarm/sl-1/sl.sock"))
+    assert argv[:3] == ["podman", "run", "--rm"]
+    assert "/var/swarm/sl-1:/swarm-sl" in argv
+    assert "SWARM_SL_ADDRESS=unix:///swarm-sl/sl.sock" in argv
+    assert argv[argv.index("--entrypoint") + 1] == "python3"
+    assert argv[-2:] == ["user/train:1", "train.py"]
+    assert "MAX_EPOCHS=3" in argv and "/data/a:/data" in argv and "ml-1" in argv
+
+
+def test_a_node_whose_model_differs_is_refused_when_its_sidecar_connects(sites, start_sn,
+                                                                        start_sl):
+    alpha, beta, _ = sites
+    sn = start_sn(alpha)
+    first, _ = start_sl(alpha, sn, SYNTHETIC,
+                        {"NODE_INDEX": "0", "MIN_PEERS": "1", "ROUNDS": "2", "SHAPE": "64x10"})
+    first.wait_for("sidecar (numpy) connected")
+    other, _ = start_sl(beta, sn, SYNTHETIC,
+                        {"NODE_INDEX": "1", "MIN_PEERS": "1", "ROUNDS": "2", "SHAPE": "64x12"})
+    assert other.wait_exit(120) != 0
+    assert "model differs from the swarm's" in other.output
+    assert first.wait_exit(120) == 0, first.output[-2000:]
