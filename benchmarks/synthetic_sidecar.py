@@ -2,7 +2,8 @@
 
 For benchmarks and tests of the swarm itself: each "batch" nudges the weights and
 syncs (syncFrequency 1). Environment: NODE_INDEX, MIN_PEERS, MODEL_BYTES (float32
-elements x 4), ROUNDS, optionally SHAPE (e.g. "64x10", the weights' shape instead).
+elements x 4), ROUNDS, optionally SHAPE (e.g. "64x10", the weights' shape instead) and
+NODE_WEIGHTAGE. The initial weights are standard normal, seeded by NODE_INDEX.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def main() -> int:
 
     callback = SwarmCallback(lambda: {"w": weights["w"]}, set_weights, syncFrequency=1,
                              minPeers=int(os.environ.get("MIN_PEERS", "2")),
+                             nodeWeightage=int(os.environ.get("NODE_WEIGHTAGE", "1")),
                              checkinModelOnTrainEnd="inactive")
     callback.on_train_begin()
     for _ in range(rounds):

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from sl_node.sidecar import SidecarSpec, container_command, local_command, parse_volume
 
 from swarm_testing import REPO
@@ -69,3 +71,20 @@ def test_a_node_whose_model_differs_is_refused_when_its_sidecar_connects(sites, 
     assert other.wait_exit(120) != 0
     assert "model differs from the swarm's" in other.output
     assert first.wait_exit(120) == 0, first.output[-2000:]
+
+
+def test_node_weightage_weights_the_merge(sites, start_sn, start_sl, tmp_path):
+    alpha, beta, _ = sites
+    sn = start_sn(alpha)
+    nodes = []
+    for index, (site, weightage) in enumerate(((alpha, 90), (beta, 10))):
+        env = {"NODE_INDEX": str(index), "MIN_PEERS": "2", "ROUNDS": "0", "SHAPE": "1000",
+               "NODE_WEIGHTAGE": str(weightage), "MODEL_DIR": str(tmp_path / f"m{index}")}
+        nodes.append(start_sl(site, sn, SYNTHETIC, env)[0])
+    for proc in nodes:
+        assert proc.wait_exit(120) == 0, proc.output[-2000:]
+    initial = [np.random.default_rng(i).standard_normal(1000).astype(np.float32) for i in (0, 1)]
+    expected = (90 * initial[0].astype(np.float64) + 10 * initial[1]) / 100
+    for index in (0, 1):
+        final = np.load(tmp_path / f"m{index}" / "saved_models" / "swarm_model.npz")["w"]
+        np.testing.assert_allclose(final, expected, rtol=1e-6, atol=1e-6)
