@@ -29,7 +29,8 @@ def main() -> int:
                                  lossFunction="CrossEntropyLoss",
                                  metricFunction="MulticlassAccuracy",
                                  metricFunctionArgs={"num_classes": 10},
-                                 adsValData=(test_x, test_y), checkinModelOnTrainEnd="snapshot")
+                                 adsValData=(test_x, test_y), checkinModelOnTrainEnd="snapshot",
+                                 useAdaptiveSync=os.environ.get("ADAPTIVE") == "1")
         callback.on_train_begin()
     generator = torch.Generator().manual_seed(node)
     for epoch in range(epochs):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -58,3 +59,20 @@ def test_three_nodes_end_identical_and_beat_local_training(framework, sites, sta
     local = local_accuracies(sidecar, 3, epochs, tmp_path)
     # Each node sees only 3 or 4 of the 10 classes: alone it cannot pass ~40%.
     assert swarm_accuracy > max(local) + 0.2, (swarm_accuracy, local)
+
+
+def test_adaptive_sync_changes_the_interval_and_nodes_still_agree(sites, start_sn, start_sl,
+                                                                 tmp_path):
+    sentinel = start_sn(sites[0])
+    nodes = []
+    for index, site in enumerate(sites[:2]):
+        env = {"NODE_INDEX": str(index), "NUM_NODES": "2", "MAX_EPOCHS": "4", "MIN_PEERS": "2",
+               "ADAPTIVE": "1", "MODEL_DIR": str(tmp_path / f"model-{index}")}
+        nodes.append(start_sl(site, sentinel, SIDECARS["torch"], env)[0])
+    for proc in nodes:
+        assert proc.wait_exit(600) == 0, proc.output[-4000:]
+    results = [json.loads((tmp_path / f"model-{i}" / "result.json").read_text()) for i in range(2)]
+    assert results[0]["weights_sha256"] == results[1]["weights_sha256"]
+    intervals = set(re.findall(r"Adaptive sync: validation loss .* syncing every (\d+) batches",
+                               nodes[0].output))
+    assert len(intervals) >= 2, nodes[0].output[-3000:]  # it lengthened and/or shortened
