@@ -22,6 +22,7 @@ from swarm.tensors import (
     digest_from_hashes,
     iter_chunks,
     shard_ranges,
+    verify_hash_list,
 )
 
 log = logging.getLogger("swarm.sl.exchange")
@@ -310,12 +311,8 @@ def verify_update_header(plan: RoundPlan, sender: int, header: pb.ExchangeHeader
     if header.layout_fingerprint != plan.layout.fingerprint:
         raise WeightsError(f"{peer.node_id}'s model layout differs from ours "
                            f"(shapes or dtypes of its weights do not match)")
-    if len(header.block_hashes) != plan.layout.num_blocks:
-        raise WeightsError(f"{peer.node_id} sent {len(header.block_hashes)} block hashes, "
-                           f"the model has {plan.layout.num_blocks} blocks")
-    if digest_from_hashes(plan.layout.fingerprint, list(header.block_hashes)) != peer.digest:
-        raise WeightsError(f"{peer.node_id}'s block hashes do not match the digest it checked "
-                           f"in on the ledger")
+    # The digest the sender checked in on the ledger vouches for its hash list.
+    verify_hash_list(plan.layout, list(header.block_hashes), peer.digest, peer.node_id)
     mine = plan.shards[plan.me]
     if (header.first_block, header.num_blocks) != (mine.start, len(mine)):
         raise WeightsError(f"{peer.node_id} sent blocks {header.first_block}.."

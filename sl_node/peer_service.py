@@ -21,6 +21,11 @@ log = logging.getLogger("swarm.sl.peer")
 PLAN_WAIT_S = 15.0
 
 
+def _first_header(request_iterator) -> pb.ExchangeHeader | None:
+    first = next(request_iterator, None)
+    return first.header if first is not None and first.WhichOneof("part") == "header" else None
+
+
 class SwarmLearningPeerServicer(pb_grpc.SwarmLearningPeerServicer):
     """Checks every push against the sealed round before it lands in the round's inbox.
 
@@ -67,10 +72,9 @@ class SwarmLearningPeerServicer(pb_grpc.SwarmLearningPeerServicer):
         return bytes(assembler.finish())
 
     def PushUpdate(self, request_iterator, context):
-        first = next(request_iterator, None)
-        if first is None or first.WhichOneof("part") != "header":
+        header = _first_header(request_iterator)
+        if header is None:
             return pb.ExchangeAck(ok=False, error="a push starts with its header")
-        header = first.header
         inbox, plan, sender = self._sender(context, header.round, "PushUpdate")
         who = plan.peers[sender].node_id
         try:
@@ -86,10 +90,9 @@ class SwarmLearningPeerServicer(pb_grpc.SwarmLearningPeerServicer):
         return pb.ExchangeAck(ok=True)
 
     def PushMerged(self, request_iterator, context):
-        first = next(request_iterator, None)
-        if first is None or first.WhichOneof("part") != "header":
+        header = _first_header(request_iterator)
+        if header is None:
             return pb.ExchangeAck(ok=False, error="a push starts with its header")
-        header = first.header
         inbox, plan, owner = self._sender(context, header.round, "PushMerged")
         who = plan.peers[owner].node_id
         blocks = plan.shards[owner]

@@ -209,7 +209,7 @@ def test_a_digest_that_does_not_match_the_ledger_is_refused(peers):
     results = run_all(peers, plans(peers, vectors, layout, digests=digests), vectors,
                       get_merge("mean"))
     _expect_refused(peers, results, layout, vectors, "gamma/sl-3",
-                    "do not match the digest it checked in")
+                    "do not match the recorded digest")
 
 
 def test_a_message_over_the_size_limit_is_refused_and_the_round_goes_on(peers):
