@@ -100,10 +100,10 @@ class RoundInbox:
         self.round = round_number
         self._cv = threading.Condition()
         self.plan: RoundPlan | None = None
-        self.updates: dict[int, bytes] = {}         # sender index -> its blocks of my shard
+        self.updates: dict[int, memoryview] = {}    # sender index -> its blocks of my shard
         self.rejected: dict[int, str] = {}          # sender index -> why
         self.partials: dict[tuple[int, int], np.ndarray] = {}  # (step, sender) -> values
-        self.merged: dict[int, bytes] = {}          # owner index -> merged shard
+        self.merged: dict[int, memoryview] = {}     # owner index -> merged shard
         self.merged_hashes: dict[int, list[bytes]] = {}
 
     def set_plan(self, plan: RoundPlan) -> None:

@@ -52,7 +52,7 @@ class SwarmLearningLocalServicer(lpb_grpc.SwarmLearningLocalServicer):
             assembler = Assembler(header.total_bytes, who="the ML sidecar")
             for chunk in request_iterator:
                 assembler.add(chunk.data)
-            flat = np.frombuffer(bytes(assembler.finish()), dtype=layout.wire)
+            flat = np.frombuffer(assembler.finish(), dtype=layout.wire)
             check_finite(flat, layout, who="the ML sidecar's update")
         except WeightsError as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))

@@ -417,9 +417,9 @@ class SwarmLearningNode:
         for chunk in stream:
             assembler.add(chunk.data)
             self.counter.add(received=len(chunk.data))
-        data = bytes(assembler.finish())
+        data = assembler.finish()
         hashes = list(header.block_hashes)
         verify_blocks(data, 0, hashes, endpoint)
         digest = digest_from_hashes(layout.fingerprint, hashes)
-        flat = np.frombuffer(data, dtype=layout.wire).copy()
+        flat = np.frombuffer(data, dtype=layout.wire)
         return MergedModel(header.round, layout, flat, hashes, digest)

@@ -59,7 +59,7 @@ class SwarmLearningPeerServicer(pb_grpc.SwarmLearningPeerServicer):
                           f"participant of round {round_number}")
         return inbox, plan, index
 
-    def _receive(self, chunks, total: int, who: str) -> bytes:
+    def _receive(self, chunks, total: int, who: str) -> memoryview:
         if total > self._max_bytes:
             raise WeightsError(f"{who} announced {total} bytes, over the limit of "
                                f"{self._max_bytes}")
@@ -69,7 +69,7 @@ class SwarmLearningPeerServicer(pb_grpc.SwarmLearningPeerServicer):
                 raise WeightsError(f"{who} sent a second header in one stream")
             assembler.add(chunk.data)
             self._counter.add(received=len(chunk.data))
-        return bytes(assembler.finish())
+        return assembler.finish()  # a view of the assembled buffer: no copy
 
     def PushUpdate(self, request_iterator, context):
         header = _first_header(request_iterator)
