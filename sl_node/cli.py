@@ -12,9 +12,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from swarm.cli.args import ip_address, port
+from swarm.cli.args import ip_address, node_tls, port
 from swarm.daemon import detach
-from swarm.identity import TlsConfigError, load_tls
 
 from sl_node.local_service import SwarmLearningLocalServicer
 from sl_node.node import SLConfig, StartupError, SwarmLearningNode
@@ -111,13 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     config, spec, args = parse(argv)
     try:
-        tls = load_tls(args.cert, args.key, args.capath)
-    except TlsConfigError as error:
+        tls = node_tls("sl", args.cert, args.key, args.capath)
+    except ValueError as error:
         print(f"run-sl: error: {error}", file=sys.stderr)
-        return 2
-    if tls.identity.role != "sl":
-        print(f"run-sl: error: --cert {args.cert} is a {tls.identity.role!r} certificate "
-              f"({tls.identity.node_id}); run-sl needs an sl-INDEX-cert.pem", file=sys.stderr)
         return 2
     if args.detach:
         child = [sys.executable, "-m", "sl_node.cli",

@@ -9,9 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
-from swarm.cli.args import ip_address, port
+from swarm.cli.args import ip_address, node_tls, port
 from swarm.daemon import detach
-from swarm.identity import TlsConfigError, load_tls
 
 from sn_node.node import READY_LINE, NodeConfig, StartupError, SwarmNetworkNode
 
@@ -105,13 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     config, args = parse_config(argv)
     try:
-        tls = load_tls(args.cert, args.key, args.capath)
-    except TlsConfigError as error:
+        tls = node_tls("sn", args.cert, args.key, args.capath)
+    except ValueError as error:
         print(f"run-sn: error: {error}", file=sys.stderr)
-        return 2
-    if tls.identity.role != "sn":
-        print(f"run-sn: error: --cert {args.cert} is a {tls.identity.role!r} certificate "
-              f"({tls.identity.node_id}); run-sn needs an sn-INDEX-cert.pem", file=sys.stderr)
         return 2
 
     if args.detach:

@@ -22,3 +22,21 @@ def ip_address(text: str) -> str:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
     return text
+
+
+def node_tls(role: str, cert: str, key: str, capath: str):
+    """A node program's --cert/--key/--capath, which must hold a certificate of `role`.
+
+    Raises ValueError with the one line the program prints before exiting 2.
+    """
+    from swarm.identity import TlsConfigError, load_tls
+
+    try:
+        tls = load_tls(cert, key, capath)
+    except TlsConfigError as error:
+        raise ValueError(str(error)) from None
+    if tls.identity.role != role:
+        raise ValueError(f"--cert {cert} is a {tls.identity.role!r} certificate "
+                         f"({tls.identity.node_id}); this program needs an "
+                         f"{role}-INDEX-cert.pem")
+    return tls
