@@ -35,6 +35,7 @@ ELEMENTS = 300_000  # 1.2 MB of float32: 19 blocks, so every peer owns a real ra
 @dataclass
 class Node:
     name: str
+    fingerprint: str
     server: grpc.Server
     exchange: Exchange
     inboxes: dict
@@ -66,7 +67,7 @@ def _node(site, timeout_s: float, max_bytes: int = 1 << 30) -> Node:
             channels[endpoint] = tls.secure_channel(endpoint, "sl")
         return channels[endpoint]
 
-    return Node(tls.identity.node_id, server, Exchange(channel_for, inbox_for, counter, timeout_s),
+    return Node(tls.identity.node_id, tls.identity.fingerprint, server, Exchange(channel_for, inbox_for, counter, timeout_s),
                 inboxes, counter, f"127.0.0.1:{port}")
 
 
@@ -86,19 +87,9 @@ def flats(seed: int = 0) -> list[np.ndarray]:
 
 def plans(nodes, vectors, layout, weights=(1, 1, 1), digests=None) -> list[RoundPlan]:
     digests = digests or [weights_digest(layout, v)[0] for v in vectors]
-    peers = tuple(Peer(n.name, n.endpoint, sites_fp[n.name], w, d)
+    peers = tuple(Peer(n.name, n.endpoint, n.fingerprint, w, d)
                   for n, w, d in zip(nodes, weights, digests))
     return [RoundPlan(1, peers, i, layout) for i in range(len(nodes))]
-
-
-sites_fp: dict[str, str] = {}
-
-
-@pytest.fixture(autouse=True)
-def _fingerprints(sites):
-    for site in sites:
-        identity = site.material("sl").identity
-        sites_fp[identity.node_id] = identity.fingerprint
 
 
 def run_all(nodes, round_plans, vectors, merge, hashes=None):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 
 import pytest
+from web3 import Web3
 
 from swarm.network.sn_client import SNClient
 
@@ -20,8 +22,6 @@ def anvil_url(processes):
     port = free_port()
     node = processes([ANVIL, "--host", "127.0.0.1", "--port", str(port), "--silent"])
     url = f"http://127.0.0.1:{port}"
-    import time
-    from web3 import Web3
     deadline = time.monotonic() + 30
     while not Web3(Web3.HTTPProvider(url)).is_connected():
         assert node.proc.poll() is None, node.output
