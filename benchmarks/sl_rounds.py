@@ -54,7 +54,8 @@ def run_swarm(ws: Workspace, tmp: Path, nodes: int, model_bytes: int, rounds: in
                     "--peer-timeout", "30", "--ml-entrypoint", sys.executable,
                     "--ml-cmd", str(HERE / "synthetic_sidecar.py")]
             for key, value in {"NODE_INDEX": i, "MIN_PEERS": nodes, "ROUNDS": rounds,
-                               "MODEL_BYTES": model_bytes}.items():
+                               "MODEL_BYTES": model_bytes,
+                               "MODEL_DIR": tmp / f"model-{nodes}-{model_bytes}-{i}"}.items():
                 argv += ["--ml-e", f"{key}={value}"]
             proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True,

@@ -62,6 +62,8 @@ def start_sl(processes, tmp_path):
     def start(site: Site, sn: SN, ml_cmd: str, ml_env: dict[str, str], *extra: str,
               name: str | None = None):
         data_dir = tmp_path / (name or f"sl-{site.name}")
+        # Never the sidecar's default ./model, which would land in the repository.
+        ml_env = {"MODEL_DIR": str(data_dir / "model"), **ml_env}
         proc = processes(run_sl_argv(site, sn, data_dir, free_port(), ml_cmd, ml_env, *extra))
         return proc, data_dir
 
