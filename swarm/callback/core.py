@@ -107,6 +107,7 @@ class SwarmCallbackCore:
         self._last_merged: np.ndarray | None = None
         self._swarm_done = False
         self._finished = False
+        self._merge_listeners: list[Callable[[int], None]] = []
         self.node_id = ""
         self.final_model_path: Path | None = None
         self.loopback = os.environ.get(LOOPBACK_ENV, "false").strip().lower() == "true"
@@ -134,6 +135,12 @@ class SwarmCallbackCore:
     @property
     def batches_done(self) -> int:
         return self._batches
+
+    def add_merge_listener(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(round_no)` after each merged model is loaded into the model
+        (the start round included, the final model not): where an example measures
+        the merged model, e.g. for metrics.json."""
+        self._merge_listeners.append(listener)
 
     # ---- hooks --------------------------------------------------------------------
 
@@ -254,6 +261,9 @@ class SwarmCallbackCore:
             self._swarm_done = True
             self.logger.info("The swarm finished training: stopping here")
             return
+        if merged is not None:
+            for listener in self._merge_listeners:
+                listener(result.round)
         if self._val_loss is not None and merged is not None:
             self._after_merge(result.round)
 
@@ -343,6 +353,10 @@ class CoreViews:
     @property
     def final_model_path(self) -> Path | None:
         return self._core.final_model_path
+
+    def add_merge_listener(self, listener) -> None:
+        """`listener(round_no)` runs after each merged model is loaded."""
+        self._core.add_merge_listener(listener)
 
 
 class SwarmCallback(SwarmCallbackCore):

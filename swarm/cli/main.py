@@ -16,6 +16,8 @@ VERBS = {
     "sn": "run-sn",
     "sl": "run-sl",
     "stop": "stop-swarm",
+    "data": "swarm-data",
+    "report": "swarm-report",
 }
 
 
