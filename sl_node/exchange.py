@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 
 from swarm.merging import MergeMethod
+from swarm.network.wire import chunk_serializer
 from swarm.protos import sl_api_pb2 as pb
 from swarm.protos import sl_api_pb2_grpc as pb_grpc
 from swarm.tensors import (
@@ -28,6 +29,8 @@ from swarm.tensors import (
 log = logging.getLogger("swarm.sl.exchange")
 
 CHUNK_BYTES = 1 << 20
+_SERVICE = pb.DESCRIPTOR.services_by_name["SwarmLearningPeer"].full_name
+_SERIALIZE = chunk_serializer(pb.ExchangeChunk.DESCRIPTOR.fields_by_name["data"].number)
 # Transfers get a floor rate for their deadlines: far below loopback or LAN speed,
 # so only a peer that stopped answering hits it.
 MIN_RATE_BYTES_S = 20e6
@@ -105,11 +108,38 @@ class RoundInbox:
         self.partials: dict[tuple[int, int], np.ndarray] = {}  # (step, sender) -> values
         self.merged: dict[int, memoryview] = {}     # owner index -> merged shard
         self.merged_hashes: dict[int, list[bytes]] = {}
+        self._claimed: set[tuple[str, int]] = set()
+        # Where pushes land, allocated with the plan: row i holds sender i's values of
+        # my shard (the merge's input as is), and the merged ranges go straight to
+        # their place in the round's result. No copies after the network's.
+        self.update_rows: np.ndarray | None = None
+        self.result: np.ndarray | None = None
 
     def set_plan(self, plan: RoundPlan) -> None:
         with self._cv:
+            if self.plan is None:
+                lo, hi = plan.byte_range(plan.me)
+                wire = plan.layout.wire
+                self.update_rows = np.empty((plan.size, (hi - lo) // wire.itemsize), dtype=wire)
+                self.result = np.empty(plan.layout.size, dtype=wire)
             self.plan = plan
             self._cv.notify_all()
+
+    def claim(self, store: str, sender: int) -> bool:
+        """True once per (store, sender): a second push of the same thing is refused
+        before it could overwrite bytes already verified."""
+        with self._cv:
+            if (store, sender) in self._claimed:
+                return False
+            self._claimed.add((store, sender))
+            return True
+
+    def update_buffer(self, sender: int) -> memoryview:
+        return memoryview(self.update_rows[sender].view(np.uint8))
+
+    def merged_buffer(self, owner: int) -> memoryview:
+        lo, hi = self.plan.byte_range(owner)
+        return memoryview(self.result.view(np.uint8))[lo:hi]
 
     def wait_plan(self, timeout_s: float) -> RoundPlan | None:
         with self._cv:
@@ -172,6 +202,7 @@ class Exchange:
                                    for i in expected), deadline)
         for future in sends:
             self._settle(future, plan)
+        phases = {"scatter": time.monotonic() - started}
 
         # Votes: an update counts only if every owner received its range intact.
         votes = np.zeros(plan.size)
@@ -188,7 +219,10 @@ class Exchange:
             step[0] += 1
             return self._allreduce(plan, inbox, step[0], np.asarray(values, dtype=np.float64))
 
+        mark = time.monotonic()
         counted = allreduce(votes)
+        phases["vote"] = time.monotonic() - mark
+        mark = time.monotonic()
         valid = [i for i in plan.contributors if counted[i] == plan.size]
         if not valid:
             raise RoundFailed(f"round {plan.round}: no valid update to merge")
@@ -196,15 +230,17 @@ class Exchange:
 
         # Merge our range over the valid updates, in participant order.
         wire = plan.layout.wire
-        rows = []
-        for i in valid:
-            chunk = data[lo:hi] if i == plan.me else inbox.updates[i]
-            rows.append(np.frombuffer(chunk, dtype=wire))
-        updates = np.stack(rows) if rows else np.zeros((0, 0), dtype=wire)
+        if plan.me in valid:
+            inbox.update_buffer(plan.me)[:] = data[lo:hi]
+        rows = inbox.update_rows
+        updates = rows if valid == list(range(plan.size)) else rows[valid]
         weights = np.array([plan.peers[i].weight for i in valid], dtype=np.float64)
-        merged_mine = np.ascontiguousarray(merge(updates, weights, allreduce), dtype=wire)
-        merged_bytes = memoryview(merged_mine.view(np.uint8))
+        merged_bytes = inbox.merged_buffer(plan.me)
+        merged_bytes[:] = np.ascontiguousarray(merge(updates, weights, allreduce),
+                                               dtype=wire).view(np.uint8)
         my_hashes = block_hashes(merged_bytes, mine.start)
+        phases["merge"] = time.monotonic() - mark
+        mark = time.monotonic()
 
         # All-gather: our merged range to everyone, theirs to us.
         sends = [self._pool.submit(self._push_merged, plan, j, merged_bytes, mine, my_hashes)
@@ -217,15 +253,18 @@ class Exchange:
         missing = [plan.peers[j].node_id for j in others if j not in inbox.merged]
         if missing:
             raise RoundFailed(f"round {plan.round}: no merged range from {', '.join(missing)}")
+        phases["gather"] = time.monotonic() - mark
+        mark = time.monotonic()
 
-        result = np.empty(plan.layout.size, dtype=wire)
-        out = memoryview(result.view(np.uint8))
+        # Every merged range already sits in its place in inbox.result.
+        result = inbox.result
         all_hashes: list[bytes] = []
         for j in range(plan.size):
-            a, b = plan.byte_range(j)
-            out[a:b] = merged_bytes if j == plan.me else inbox.merged[j]
             all_hashes += my_hashes if j == plan.me else inbox.merged_hashes[j]
         digest = digest_from_hashes(plan.layout.fingerprint, all_hashes)
+        phases["assemble"] = time.monotonic() - mark
+        log.debug("round %d exchange phases: %s", plan.round,
+                  ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in phases.items()))
         if dropped:
             log.warning("round %d merged without %s", plan.round, ", ".join(dropped))
         return result, digest, all_hashes
@@ -245,14 +284,15 @@ class Exchange:
         yield pb.ExchangeChunk(header=header)
         for chunk in iter_chunks(data, CHUNK_BYTES):
             self._counter.add(sent=len(chunk))
-            yield pb.ExchangeChunk(data=bytes(chunk))
+            yield chunk  # sent as ExchangeChunk.data by _SERIALIZE, one copy
 
     def _push(self, plan: RoundPlan, j: int, method: str, header, data) -> None:
         peer = plan.peers[j]
-        stub = pb_grpc.SwarmLearningPeerStub(self._channel_for(peer.endpoint))
+        push = self._channel_for(peer.endpoint).stream_unary(
+            f"/{_SERVICE}/{method}", request_serializer=_SERIALIZE,
+            response_deserializer=pb.ExchangeAck.FromString)
         try:
-            ack = getattr(stub, method)(self._stream(header, data),
-                                        timeout=self._deadline(len(data)))
+            ack = push(self._stream(header, data), timeout=self._deadline(len(data)))
         except grpc.RpcError as error:
             raise RuntimeError(f"{method} to {peer.node_id} ({peer.endpoint}) failed: "
                                f"{error.code().name}: {error.details()}") from None

@@ -8,6 +8,7 @@ import grpc
 import numpy as np
 
 from swarm.network.sn_client import SwarmNetworkError
+from swarm.network.wire import chunk_serializer
 from swarm.protos import local_api_pb2 as lpb
 from swarm.protos import local_api_pb2_grpc as lpb_grpc
 from swarm.tensors import Assembler, WeightsError, check_finite, iter_chunks
@@ -28,6 +29,22 @@ class SwarmLearningLocalServicer(lpb_grpc.SwarmLearningLocalServicer):
 
     def __init__(self, node: SwarmLearningNode):
         self._node = node
+
+    def add_to_server(self, server: grpc.Server) -> None:
+        """The generated registration, except that weights go out as raw chunks
+        (one copy each instead of protobuf's three, see swarm.network.wire)."""
+        raw = chunk_serializer(lpb.WeightChunk.DESCRIPTOR.fields_by_name["data"].number)
+        chunks = {"request_deserializer": lpb.WeightChunk.FromString, "response_serializer": raw}
+        handlers = {
+            "Hello": grpc.unary_unary_rpc_method_handler(
+                self.Hello, request_deserializer=lpb.HelloRequest.FromString,
+                response_serializer=lpb.HelloReply.SerializeToString),
+            "Sync": grpc.stream_stream_rpc_method_handler(self.Sync, **chunks),
+            "Finish": grpc.stream_stream_rpc_method_handler(self.Finish, **chunks),
+        }
+        service = lpb.DESCRIPTOR.services_by_name["SwarmLearningLocal"].full_name
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+        server.add_registered_method_handlers(service, handlers)
 
     def Hello(self, request, context):
         try:
@@ -61,8 +78,7 @@ class SwarmLearningLocalServicer(lpb_grpc.SwarmLearningLocalServicer):
     def _reply(self, result: lpb.SyncResult, model):
         yield lpb.WeightChunk(result=result)
         if model is not None:
-            for chunk in iter_chunks(memoryview(model.flat.view(np.uint8)), CHUNK_BYTES):
-                yield lpb.WeightChunk(data=bytes(chunk))
+            yield from iter_chunks(memoryview(model.flat.view(np.uint8)), CHUNK_BYTES)
 
     def Sync(self, request_iterator, context):
         header, flat = self._weights(request_iterator, context)

@@ -18,7 +18,6 @@ from swarm.merging import get_merge
 from swarm.network.servers import ListenError, listen_secure, new_server
 from swarm.network.sn_client import SNClient, SwarmNetworkError
 from swarm.protos import local_api_pb2 as lpb
-from swarm.protos import local_api_pb2_grpc as lpb_grpc
 from swarm.protos import sl_api_pb2 as pb
 from swarm.protos import sl_api_pb2_grpc as pb_grpc
 from swarm.tensors import (
@@ -134,7 +133,7 @@ class SwarmLearningNode:
         """Starts the sidecar-facing server on the unix socket."""
         self.config.socket_path.parent.mkdir(parents=True, exist_ok=True)
         server = self._server()
-        lpb_grpc.add_SwarmLearningLocalServicer_to_server(servicer, server)
+        servicer.add_to_server(server)
         server.add_insecure_port(f"unix://{self.config.socket_path}")
         server.start()
         self.config.socket_path.chmod(0o600)  # only this user's sidecar may drive the node

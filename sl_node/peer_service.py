@@ -59,17 +59,17 @@ class SwarmLearningPeerServicer(pb_grpc.SwarmLearningPeerServicer):
                           f"participant of round {round_number}")
         return inbox, plan, index
 
-    def _receive(self, chunks, total: int, who: str) -> memoryview:
+    def _receive(self, chunks, total: int, who: str, out: memoryview) -> memoryview:
         if total > self._max_bytes:
             raise WeightsError(f"{who} announced {total} bytes, over the limit of "
                                f"{self._max_bytes}")
-        assembler = Assembler(total, limit_bytes=self._max_bytes, who=who)
+        assembler = Assembler(total, limit_bytes=self._max_bytes, who=who, out=out)
         for chunk in chunks:
             if chunk.WhichOneof("part") != "data":
                 raise WeightsError(f"{who} sent a second header in one stream")
             assembler.add(chunk.data)
             self._counter.add(received=len(chunk.data))
-        return assembler.finish()  # a view of the assembled buffer: no copy
+        return assembler.finish()  # a view of `out`: no copy
 
     def PushUpdate(self, request_iterator, context):
         header = _first_header(request_iterator)
@@ -79,7 +79,10 @@ class SwarmLearningPeerServicer(pb_grpc.SwarmLearningPeerServicer):
         who = plan.peers[sender].node_id
         try:
             verify_update_header(plan, sender, header)
-            data = self._receive(request_iterator, header.total_bytes, who)
+            if not inbox.claim("updates", sender):
+                raise WeightsError(f"{who} pushed a second update for round {plan.round}")
+            data = self._receive(request_iterator, header.total_bytes, who,
+                                 inbox.update_buffer(sender))
             verify_blocks(data, header.first_block, list(header.block_hashes), who)
             check_finite(np.frombuffer(data, dtype=plan.layout.wire), who=f"update from {who}")
         except WeightsError as error:
@@ -106,7 +109,10 @@ class SwarmLearningPeerServicer(pb_grpc.SwarmLearningPeerServicer):
             if len(header.block_hashes) != len(blocks):
                 raise WeightsError(f"{who} sent {len(header.block_hashes)} hashes for "
                                    f"{len(blocks)} blocks")
-            data = self._receive(request_iterator, header.total_bytes, who)
+            if not inbox.claim("merged", owner):
+                raise WeightsError(f"{who} pushed its merged range twice in round {plan.round}")
+            data = self._receive(request_iterator, header.total_bytes, who,
+                                 inbox.merged_buffer(owner))
             # The hashes cover just this range, so check it as a vector of its own.
             verify_blocks(data, 0, list(header.block_hashes), who)
         except WeightsError as error:

@@ -13,6 +13,7 @@ import numpy as np
 
 from swarm.protos import local_api_pb2 as pb
 from swarm.protos import local_api_pb2_grpc as pb_grpc
+from swarm.network.wire import chunk_serializer
 from swarm.tensors import Assembler, Layout, WeightsError, iter_chunks
 
 ADDRESS_ENV = "SWARM_SL_ADDRESS"
@@ -81,6 +82,13 @@ class LocalChannel:
             ("grpc.max_send_message_length", 64 << 20),
         ])
         self._stub = pb_grpc.SwarmLearningLocalStub(self._channel)
+        # Weights go out as raw chunks (one copy each, see swarm.network.wire).
+        service = pb.DESCRIPTOR.services_by_name["SwarmLearningLocal"].full_name
+        serialize = chunk_serializer(pb.WeightChunk.DESCRIPTOR.fields_by_name["data"].number)
+        self._sync_call, self._finish_call = (
+            self._channel.stream_stream(f"/{service}/{name}", request_serializer=serialize,
+                                        response_deserializer=pb.WeightChunk.FromString)
+            for name in ("Sync", "Finish"))
         self._ready = False
 
     def close(self) -> None:
@@ -150,7 +158,7 @@ class LocalChannel:
         if kind not in _KINDS:
             raise ValueError(f"sync kind {kind!r} is not one of: {', '.join(_KINDS)}")
         header = pb.SyncHeader(kind=_KINDS[kind], weight=weight, total_bytes=flat.nbytes)
-        return self._exchange("Sync", self._stub.Sync, header, flat)
+        return self._exchange("Sync", self._sync_call, header, flat)
 
     def finish(self, flat: np.ndarray, weight: int,
                mode: str = "inactive") -> tuple[pb.SyncResult, np.ndarray | None]:
@@ -160,7 +168,7 @@ class LocalChannel:
                              f"{', '.join(_CHECKIN_MODES)}")
         header = pb.SyncHeader(kind=pb.SyncHeader.REGULAR, weight=weight,
                                total_bytes=flat.nbytes, checkin_model_on_train_end=mode)
-        return self._exchange("Finish", self._stub.Finish, header, flat)
+        return self._exchange("Finish", self._finish_call, header, flat)
 
     def _exchange(self, call: str, method, header: pb.SyncHeader,
                   flat: np.ndarray) -> tuple[pb.SyncResult, np.ndarray | None]:
@@ -175,11 +183,11 @@ class LocalChannel:
             raise self._error(call, error, self.round_timeout_s) from None
         return result, data
 
-    def _requests(self, header: pb.SyncHeader, flat: np.ndarray) -> Iterator[pb.WeightChunk]:
+    def _requests(self, header: pb.SyncHeader,
+                  flat: np.ndarray) -> Iterator[pb.WeightChunk | memoryview]:
         yield pb.WeightChunk(header=header)
-        # iter_chunks hands out memoryviews of `flat`; the only copy is into the message.
-        for chunk in iter_chunks(flat, chunk_bytes=self.chunk_bytes):
-            yield pb.WeightChunk(data=bytes(chunk))
+        # Memoryviews of `flat`, serialized as WeightChunk.data with a single copy.
+        yield from iter_chunks(flat, chunk_bytes=self.chunk_bytes)
 
     def _receive(self, call: str, replies, flat: np.ndarray):
         who = f"SL node {self.address} {call} reply"

@@ -59,7 +59,8 @@ class Assembler:
     ``limit_bytes``, is refused before it can cost memory.
     """
 
-    def __init__(self, total_bytes: int, limit_bytes: int | None = None, who: str = "peer") -> None:
+    def __init__(self, total_bytes: int, limit_bytes: int | None = None, who: str = "peer",
+                 out: Buffer | None = None) -> None:
         if total_bytes < 0:
             raise WeightsError(f"{who} announced a negative size ({total_bytes} bytes)")
         if limit_bytes is not None and total_bytes > limit_bytes:
@@ -67,8 +68,16 @@ class Assembler:
         self.total_bytes = total_bytes
         self.who = who
         self.received = 0
-        # np.empty, not bytearray: no zero-fill pass over a buffer we overwrite anyway.
-        self._buf = np.empty(total_bytes, dtype=np.uint8)
+        if out is None:
+            # np.empty, not bytearray: no zero-fill pass over a buffer we overwrite anyway.
+            self._buf = np.empty(total_bytes, dtype=np.uint8)
+        else:
+            # Straight into the caller's buffer (e.g. its place in the round's result),
+            # saving a copy of every byte received.
+            self._buf = np.frombuffer(as_bytes(out), dtype=np.uint8)
+            if self._buf.size != total_bytes or not self._buf.flags.writeable:
+                raise ValueError(f"out must be a writeable buffer of {total_bytes} bytes, "
+                                 f"got {self._buf.size} bytes")
 
     def add(self, chunk: bytes | bytearray | memoryview) -> None:
         data = np.frombuffer(as_bytes(chunk), dtype=np.uint8)
