@@ -27,9 +27,12 @@ def test_two_numpy_nodes_end_bit_identical_and_beat_local_training(sites, start_
     for index, site in enumerate((alpha, beta)):
         env = {"NODE_INDEX": str(index), "NUM_NODES": "2", "MAX_EPOCHS": "5",
                "MIN_PEERS": "2", "MODEL_DIR": str(tmp_path / f"model-{index}")}
-        nodes.append(start_sl(site, sn, SIDECAR, env))
+        # beta's program runs under the sidecar launcher, as in the sidecar image
+        ml_cmd = SIDECAR if index == 0 else f"-m ml_sidecar {SIDECAR}"
+        nodes.append(start_sl(site, sn, ml_cmd, env))
     for proc, _ in nodes:
         assert proc.wait_exit(300) == 0, proc.output
+    assert f"ml_sidecar: running {SIDECAR}" in nodes[1][0].output
     results = [json.loads((tmp_path / f"model-{i}" / "result.json").read_text()) for i in (0, 1)]
     assert results[0]["weights_sha256"] == results[1]["weights_sha256"]
     assert results[0]["rounds"] >= 5

@@ -1,0 +1,5 @@
+import sys
+
+from ml_sidecar.runner import main
+
+sys.exit(main())
