@@ -71,6 +71,16 @@ def test_coordmedian_is_the_lower_weighted_median(n, dtype):
     assert np.array_equal(got, want.astype(dtype))  # one participant's value, exactly
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", NS)
+def test_coordmedian_with_equal_weights_is_the_lower_median(n, dtype):
+    # Equal weights take the selection path (np.partition), not the weighted sort.
+    x, _ = data(n, 41, dtype, seed=20 + n)
+    w = np.full(n, 7.0)
+    want = np.array([ref_lower_median(x[:, j].tolist(), w.tolist()) for j in range(x.shape[1])])
+    assert np.array_equal(get_merge("coordmedian")(x, w), want.astype(dtype))
+
+
 def test_coordmedian_definition_on_small_cases():
     median = get_merge("coordmedian")
     col = lambda *v: np.array(v, dtype=np.float64)[:, None]  # noqa: E731
