@@ -1,0 +1,246 @@
+"""What every example training program shares: its settings, its data split, its metrics.
+
+A training program (`examples/<name>/train.py`) is one swarm node's ML sidecar, or with
+`--local` (or LOCAL=1) the same code trained alone as a baseline. It reads everything
+from the environment (NODE_INDEX, NUM_NODES, PARTITION, ALPHA, SEED, DATA_DIR or
+DATA_SOURCE + DATA_SHA256, MODEL_DIR, MAX_EPOCHS, BATCH_SIZE, LEARNING_RATE, MIN_PEERS,
+SYNC_FREQUENCY, MERGE_METHOD, NODE_WEIGHTAGE, TRAIN_SAMPLES, TEST_SAMPLES; the table is
+in examples/README.md), so run-sl's `--ml-e KEY=VALUE`, a compose file's `environment:`
+and a shell all configure it alike.
+
+The programs import this module by putting this directory on sys.path, so that they run
+the same from a checkout, a container image or a copied examples folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from swarm.data import PARTITION_SCHEMES, load_dataset, node_seed, partition
+from swarm.metrics import MetricsRecorder, evaluate
+
+log = logging.getLogger("example")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One training run's settings: the example's defaults, overridden by the environment."""
+
+    node_index: int
+    num_nodes: int
+    partition: str
+    alpha: float
+    seed: int
+    max_epochs: int
+    batch_size: int
+    learning_rate: float
+    min_peers: int
+    sync_frequency: int
+    merge_method: str
+    node_weightage: int
+    train_samples: int | None
+    test_samples: int | None
+    model_dir: Path
+    data_source: str | None
+    data_sha256: str | None
+    local: bool
+
+    @property
+    def mode(self) -> str:
+        return "local" if self.local else "swarm"
+
+    @property
+    def node(self) -> str:
+        return f"node-{self.node_index}"
+
+    @property
+    def node_seed(self) -> int:
+        """The seed of this node's own randomness (shuffles, augmentation)."""
+        return node_seed(self.seed, self.node_index)
+
+    def swarm_params(self, **extra: Any) -> dict[str, Any]:
+        """SwarmCallback parameters (the established camelCase names)."""
+        return {"syncFrequency": self.sync_frequency, "minPeers": self.min_peers,
+                "mergeMethod": self.merge_method, "nodeWeightage": self.node_weightage,
+                "totalEpochs": self.max_epochs, "checkinModelOnTrainEnd": "snapshot", **extra}
+
+    def as_config(self) -> dict[str, Any]:
+        """The settings as metrics.json records them."""
+        config = asdict(self)
+        config["model_dir"] = str(self.model_dir)
+        return config
+
+
+def _env(name: str, default: str | None) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _env_int(name: str, default: int | None) -> int | None:
+    value = _env(name, None)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"{name}={value!r} is not a whole number") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    value = _env(name, None)
+    try:
+        return default if value is None else float(value)
+    except ValueError:
+        raise SystemExit(f"{name}={value!r} is not a number") from None
+
+
+def settings(description: str, *, max_epochs: int, batch_size: int, learning_rate: float,
+             sync_frequency: int, train_samples: int | None = None,
+             argv: list[str] | None = None) -> Settings:
+    """Parses `--local` and reads the environment (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        description=description,
+        epilog="Configured by environment variables; see this example's README.md.")
+    parser.add_argument("--local", action="store_true",
+                        help="train alone, without the swarm (the local baseline); also LOCAL=1")
+    args = parser.parse_args(argv)
+    scheme = _env("PARTITION", "iid")
+    if scheme not in PARTITION_SCHEMES:
+        raise SystemExit(f"PARTITION={scheme!r} is not one of {', '.join(PARTITION_SCHEMES)}")
+    result = Settings(
+        node_index=_env_int("NODE_INDEX", 0), num_nodes=_env_int("NUM_NODES", 1),
+        partition=scheme, alpha=_env_float("ALPHA", 0.5), seed=_env_int("SEED", 0),
+        max_epochs=_env_int("MAX_EPOCHS", max_epochs),
+        batch_size=_env_int("BATCH_SIZE", batch_size),
+        learning_rate=_env_float("LEARNING_RATE", learning_rate),
+        min_peers=_env_int("MIN_PEERS", 2),
+        sync_frequency=_env_int("SYNC_FREQUENCY", sync_frequency),
+        merge_method=_env("MERGE_METHOD", "mean"),
+        node_weightage=_env_int("NODE_WEIGHTAGE", 1),
+        train_samples=_env_int("TRAIN_SAMPLES", train_samples), test_samples=_env_int("TEST_SAMPLES", None),
+        model_dir=Path(_env("MODEL_DIR", "./model")),
+        data_source=_env("DATA_SOURCE", None) or _env("DATA_DIR", None),
+        data_sha256=_env("DATA_SHA256", None),
+        local=args.local or _env("LOCAL", "0") == "1")
+    if not 0 <= result.node_index < result.num_nodes:
+        raise SystemExit(f"NODE_INDEX={result.node_index} must be in 0..{result.num_nodes - 1} "
+                         f"(NUM_NODES={result.num_nodes})")
+    logging.basicConfig(level=logging.INFO,
+                        format=f"%(asctime)s {result.node} %(levelname)s: %(message)s")
+    return result
+
+
+@dataclass
+class NodeData:
+    """This node's training share and the (shared) test set; classes name the labels."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: list[str]
+
+
+def _subset(size: int, limit: int | None, seed: int) -> np.ndarray:
+    """A seeded random subset of range(size), in order; all of it without a limit."""
+    if limit is None or limit >= size:
+        return np.arange(size)
+    return np.sort(np.random.default_rng(seed).permutation(size)[:limit])
+
+
+def load_node_data(name: str, config: Settings, **options: Any) -> NodeData:
+    """Loads data set `name` (swarm.data) and keeps this node's partition of it.
+
+    The subsets and the split are drawn from the base SEED, so every node computes the
+    same global split and the nodes' shares are disjoint.
+    """
+    data = load_dataset(name, config.data_source, sha256=config.data_sha256, **options)
+    train = _subset(len(data.train_y), config.train_samples, config.seed)
+    test = _subset(len(data.test_y), config.test_samples, config.seed + 1)
+    train_y = data.train_y[train]
+    mine = train[partition(train_y, config.num_nodes, config.node_index,
+                           scheme=config.partition, alpha=config.alpha, seed=config.seed)]
+    if not len(mine):
+        raise SystemExit(f"{config.node} got no training samples ({config.partition} split of "
+                         f"{len(train)} over {config.num_nodes} nodes): raise ALPHA or TRAIN_SAMPLES")
+    log.info("%s: %d of %d training samples (%s split over %d nodes), %d test samples",
+             name, len(mine), len(train), config.partition, config.num_nodes, len(test))
+    return NodeData(data.train_x[mine], data.train_y[mine], data.test_x[test],
+                    data.test_y[test], list(data.classes))
+
+
+def recorder(config: Settings, data: NodeData, **model_config: Any) -> MetricsRecorder:
+    """The MetricsRecorder writing MODEL_DIR/metrics.json for this run."""
+    metrics = MetricsRecorder(config.model_dir, node=config.node, mode=config.mode,
+                              seed=config.seed, config={**config.as_config(), **model_config},
+                              classes=data.classes)
+    metrics.set_samples(train=len(data.train_y), val=len(data.test_y))
+    return metrics
+
+
+def round_listener(metrics: MetricsRecorder, y_true: np.ndarray,
+                   scores: Callable[[], np.ndarray]) -> Callable[[int], None]:
+    """A SwarmCallback merge listener: records the merged model's validation metrics.
+
+    `scores()` returns the current model's class probabilities on the test set.
+    """
+    def on_merge(round_no: int) -> None:
+        result = evaluate(y_true, scores())
+        metrics.log_round(round_no, val_loss=result["loss"], val_acc=result["acc"],
+                          val_top5=result["top5"])
+        metrics.write()
+        log.info("Round %d merged model: val_acc %.4f val_loss %s", round_no, result["acc"],
+                 _fmt(result["loss"]))
+    return on_merge
+
+
+def log_epoch(metrics: MetricsRecorder, epoch: int, y_true: np.ndarray, scores: np.ndarray,
+              *, train_loss: float, train_acc: float) -> None:
+    """Records one epoch: the training averages and the test set's metrics."""
+    result = evaluate(y_true, scores)
+    metrics.log_epoch(epoch, train_loss=train_loss, train_acc=train_acc,
+                      val_loss=result["loss"], val_acc=result["acc"], val_top5=result["top5"])
+    metrics.write()
+    log.info("Epoch %d: train_loss %.4f train_acc %.4f val_loss %s val_acc %.4f", epoch,
+             train_loss, train_acc, _fmt(result["loss"]), result["acc"])
+
+
+def finish(metrics: MetricsRecorder, y_true: np.ndarray, scores: np.ndarray,
+           weights: Iterable[np.ndarray]) -> None:
+    """Writes the final evaluation, and logs the final weights' digest: swarm nodes that
+    loaded the same final model print the same one."""
+    path = metrics.finish(y_true=y_true, y_score_or_pred=scores)
+    log.info("Final model (%s): val_acc %.4f; metrics in %s", metrics.mode,
+             metrics.final["val_acc"], path)
+    log.info("Final weights SHA-256: %s", weights_digest(weights))
+
+
+def weights_digest(weights: Iterable[np.ndarray]) -> str:
+    """SHA-256 over the arrays' shapes, dtypes and bytes, in order."""
+    digest = hashlib.sha256()
+    for array in weights:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, float64 (probabilities for swarm.metrics.evaluate)."""
+    shifted = np.asarray(logits, np.float64)
+    shifted = shifted - shifted.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
