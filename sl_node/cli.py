@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_signal(*_):
         stopping.set()
-        sidecar.stop()
+        sidecar.request_stop()  # the main thread's sidecar.wait() then returns
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)

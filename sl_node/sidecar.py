@@ -16,6 +16,8 @@ log = logging.getLogger("swarm.sl.ml")
 
 # Inside a container the SL node's socket directory is mounted here.
 CONTAINER_SOCKET_DIR = "/swarm-sl"
+# How long a stopped sidecar gets to save its work before it is killed.
+STOP_GRACE_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -134,10 +136,23 @@ class Sidecar:
         self._pump.join(5)
         return code
 
+    def request_stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """SIGTERM now and SIGKILL after `grace_s` if it still runs; returns at once, so a
+        signal handler can call it while the main thread is blocked in wait()."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            killer = threading.Timer(grace_s, self._kill_if_running)
+            killer.daemon = True
+            killer.start()
+
+    def _kill_if_running(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(15)
+                self.proc.wait(STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 self.proc.kill()

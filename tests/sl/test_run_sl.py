@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -88,3 +89,26 @@ def test_node_weightage_weights_the_merge(sites, start_sn, start_sl, tmp_path):
     for index in (0, 1):
         final = np.load(tmp_path / f"m{index}" / "saved_models" / "swarm_model.npz")["w"]
         np.testing.assert_allclose(final, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_sigterm_stops_run_sl_and_its_sidecar_promptly(sites, start_sn, start_sl, tmp_path):
+    alpha, _, _ = sites
+    sn = start_sn(alpha)
+    pid_file = tmp_path / "sidecar.pid"
+    sidecar = tmp_path / "sleeper.py"
+    # A sidecar that connects nothing and would run for an hour.
+    sidecar.write_text("import os, sys, time\n"
+                       f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+                       "print('sleeping', flush=True)\ntime.sleep(3600)\n")
+    node, _ = start_sl(alpha, sn, str(sidecar), {})
+    node.wait_for("sleeping")
+    started = time.monotonic()
+    node.proc.terminate()
+    node.wait_exit(30)
+    # Well under the 15 s grace a sidecar gets: the sleeper dies of its SIGTERM.
+    assert time.monotonic() - started < 8, node.output
+    sidecar_pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{sidecar_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{sidecar_pid}").exists()
