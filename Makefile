@@ -24,7 +24,7 @@ $(ANVIL):
 	@touch $(ANVIL)
 
 demo: $(STAMP)
-	$(BIN)/python examples/demo.py
+	$(BIN)/python examples/demo/run.py
 
 test: $(STAMP) $(ANVIL)
 	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/python -m pytest

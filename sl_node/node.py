@@ -254,7 +254,7 @@ class SwarmLearningNode:
         while not self._done():
             status = self.sn.status()
             next_round = max(self.last_round, status.last_sealed_round) + 1
-            info = self.sn.wait_round(next_round, timeout_s=1.0)
+            info = self.sn.wait_round(next_round, timeout_s=1.0, until_check_in=True)
             others = [n for n in info.checked_in if n != self.node_id]
             if info.sealed or others:  # peers are syncing: take part
                 self._round(contribution, contribution_weight)

@@ -113,13 +113,18 @@ class RoundBook:
             self._cv.notify_all()
             return len(state.all_check_ins())
 
-    def wait_sealed(self, round_number: int, timeout_s: float) -> SealedRound | None:
-        """Blocks until the round is sealed (returns it) or timeout_s passes (None)."""
+    def wait_sealed(self, round_number: int, timeout_s: float,
+                    until_check_in: bool = False) -> SealedRound | None:
+        """Blocks until the round is sealed (returns it) or timeout_s passes (None); with
+        `until_check_in`, also returns None once the round has any check-in."""
         deadline = self._clock() + timeout_s
         with self._cv:
             while True:
                 if round_number in self._sealed:
                     return self._sealed[round_number]
+                state = self._open.get(round_number)
+                if until_check_in and state is not None and state.all_check_ins():
+                    return None
                 if self.last_sealed is not None and round_number < self.last_sealed:
                     raise RoundError(f"round {round_number} was skipped: round "
                                      f"{self.last_sealed} was sealed first")

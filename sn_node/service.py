@@ -200,7 +200,8 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         who = self._auth.authorize(context, ("sl", "swci"), "WaitRound")
         timeout_s = min(request.timeout_ms / 1000.0, MAX_WAIT_S)
         try:
-            sealed = self._rounds.wait_sealed(request.round, timeout_s)
+            sealed = self._rounds.wait_sealed(request.round, timeout_s,
+                                              until_check_in=request.until_check_in)
         except RoundError as error:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{who.node_id}: {error}")
         info = pb.RoundInfo(round=request.round, min_peers=self._loop.min_peers or 0)

@@ -60,7 +60,8 @@ class Settings:
 
     @property
     def node(self) -> str:
-        return f"node-{self.node_index}"
+        """The node's name in metrics.json: NODE_NAME, else node-<NODE_INDEX>."""
+        return _env("NODE_NAME", None) or f"node-{self.node_index}"
 
     @property
     def node_seed(self) -> int:
@@ -163,7 +164,10 @@ def load_node_data(name: str, config: Settings, **options: Any) -> NodeData:
     The subsets and the split are drawn from the base SEED, so every node computes the
     same global split and the nodes' shares are disjoint.
     """
-    data = load_dataset(name, config.data_source, sha256=config.data_sha256, **options)
+    if name == "digits":  # bundled with scikit-learn: no file, no checksum
+        data = load_dataset(name, **options)
+    else:
+        data = load_dataset(name, config.data_source, sha256=config.data_sha256, **options)
     train = _subset(len(data.train_y), config.train_samples, config.seed)
     test = _subset(len(data.test_y), config.test_samples, config.seed + 1)
     train_y = data.train_y[train]

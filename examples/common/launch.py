@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,11 +128,13 @@ def sl_command(args: argparse.Namespace, ports: Ports, node: int) -> list[str]:
 class Fleet:
     """The processes this launcher started, their output prefixed on stdout."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_line: Callable[[str, str], None] | None = None) -> None:
+        """`on_line(name, line)`, when given, takes each output line instead of stdout."""
         self.procs: list[tuple[str, subprocess.Popen, bool]] = []  # (name, process, stop last)
         self._threads: list[threading.Thread] = []
         self._print = threading.Lock()
         self._seen: dict[str, threading.Event] = {}
+        self._on_line = on_line
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
               watch: str | None = None, stop_last: bool = False) -> subprocess.Popen:
@@ -150,7 +153,10 @@ class Fleet:
                 seen: threading.Event) -> None:
         for line in proc.stdout:
             with self._print:
-                print(f"{name:>6} | {line.rstrip()}", flush=True)
+                if self._on_line is not None:
+                    self._on_line(name, line.rstrip())
+                else:
+                    print(f"{name:>6} | {line.rstrip()}", flush=True)
             if watch and watch in line:
                 seen.set()
 

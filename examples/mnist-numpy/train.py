@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "common"))
 
 import numpy as np  # noqa: E402
 
-from example import (Settings, finish, load_node_data, log_epoch, recorder,  # noqa: E402
-                     round_listener, settings, softmax)
+from example import Settings, load_node_data, recorder, settings, softmax  # noqa: E402
+from numpy_example import fit  # noqa: E402
 
 NUM_CLASSES = 10
 PIXELS = 28 * 28
@@ -62,36 +62,8 @@ def features(images: np.ndarray) -> np.ndarray:
 def train(config: Settings) -> None:
     data = load_node_data("mnist", config)
     metrics = recorder(config, data, model="softmax-regression", optimizer="sgd")
-    x, y, x_test = features(data.train_x), data.train_y, features(data.test_x)
-    model = SoftmaxRegression()
-    swarm = None
-    if not config.local:
-        from swarm.callback import SwarmCallback
-        swarm = SwarmCallback(model.get_weights, model.set_weights, **config.swarm_params())
-        swarm.add_merge_listener(round_listener(metrics, data.test_y,
-                                                lambda: model.probabilities(x_test)))
-        swarm.on_train_begin()
-    rng = np.random.default_rng(config.node_seed)
-    for epoch in range(1, config.max_epochs + 1):
-        loss_sum, correct, seen = 0.0, 0, 0
-        order = rng.permutation(len(y))
-        for start in range(0, len(y), config.batch_size):
-            idx = order[start:start + config.batch_size]
-            loss, right = model.step(x[idx], y[idx], config.learning_rate)
-            loss_sum, correct, seen = loss_sum + loss, correct + right, seen + len(idx)
-            if swarm is not None:
-                swarm.on_batch_end()
-                if swarm.swarm_done:
-                    break
-        log_epoch(metrics, epoch, data.test_y, model.probabilities(x_test),
-                  train_loss=loss_sum / seen, train_acc=correct / seen)
-        if swarm is not None:
-            swarm.on_epoch_end(epoch)
-            if swarm.swarm_done:
-                break
-    if swarm is not None:
-        swarm.on_train_end()
-    finish(metrics, data.test_y, model.probabilities(x_test), [model.w, model.b])
+    x, x_test = features(data.train_x), features(data.test_x)
+    fit(SoftmaxRegression(), config, data, metrics, x, x_test)
 
 
 def main() -> int:

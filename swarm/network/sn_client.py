@@ -81,9 +81,12 @@ class SNClient:
         return self._call("CheckIn", pb.CheckInRequest(round=round_number, weight=weight,
                                                        digest=digest))
 
-    def wait_round(self, round_number: int, timeout_s: float) -> pb.RoundInfo:
-        """Blocks until the round is sealed or timeout_s passes (RoundInfo.sealed says which)."""
-        request = pb.WaitRoundRequest(round=round_number, timeout_ms=int(timeout_s * 1000))
+    def wait_round(self, round_number: int, timeout_s: float,
+                   until_check_in: bool = False) -> pb.RoundInfo:
+        """Blocks until the round is sealed or timeout_s passes (RoundInfo.sealed says which);
+        with `until_check_in`, also until anyone has checked in for the round."""
+        request = pb.WaitRoundRequest(round=round_number, timeout_ms=int(timeout_s * 1000),
+                                      until_check_in=until_check_in)
         return self._call("WaitRound", request, timeout_s=timeout_s + self._timeout_s)
 
     def commit_merged(self, round_number: int, digest: bytes) -> pb.CommitMergedReply:

@@ -225,8 +225,19 @@ def plot_swarm_vs_local(runs: list[NodeRun], out_dir: Path) -> list[Output]:
     left, right = fig.subplots(1, 2, width_ratios=[1, 1.2])
     rng = np.random.default_rng(0)
     ticks = []
+    # Only nodes trained both ways compare like with like; a local-only node (e.g. a
+    # centralised reference) is drawn as a line of its own instead of joining the bar.
+    both = {r.node for r in runs if r.mode == "swarm"} & {r.node for r in runs if r.mode == "local"}
+    for node in sorted({r.node for r in runs if r.mode == "local"} - both):
+        values = [r.data.get("val_acc") for r in runs if r.node == node and r.mode == "local"]
+        reference = stats(v for v in values if v is not None)
+        if reference["n"]:
+            left.axhline(reference["mean"], linestyle="--", color="gray", linewidth=1,
+                         label=f"{node} (local only): {reference['mean']:.3f}")
+    if left.get_legend_handles_labels()[0]:
+        left.legend(loc="upper left", fontsize="small")
     for i, mode in enumerate(("local", "swarm")):
-        values = [r.data.get("val_acc") for r in runs if r.mode == mode]
+        values = [r.data.get("val_acc") for r in runs if r.mode == mode and r.node in both]
         values = [v for v in values if v is not None]
         summary = stats(values)
         left.bar(i, summary["mean"] or 0.0, 0.6, yerr=summary["std"] or None, capsize=4,
@@ -238,9 +249,9 @@ def plot_swarm_vs_local(runs: list[NodeRun], out_dir: Path) -> list[Output]:
                      else label)
     left.set_xticks([0, 1], ticks)
     left.set_ylabel("Final validation accuracy")
-    left.set_ylim(0, 1.05)
+    left.set_ylim(0, 1.15)
     left.grid(axis="y", alpha=0.3)
-    left.set_title("All node runs (mean ± std)")
+    left.set_title("Nodes trained both ways (mean ± std)")
 
     colors = _node_colors(runs)
     series = _node_series(runs)
@@ -258,8 +269,8 @@ def plot_swarm_vs_local(runs: list[NodeRun], out_dir: Path) -> list[Output]:
     # One range for both axes, zoomed on the points, so the diagonal stays the diagonal.
     low, high = (max(0.0, min(extent) - 0.05), min(1.0, max(extent) + 0.05)) if extent else (0.0, 1.0)
     right.plot([low, high], [low, high], ":", color="gray", linewidth=1)
-    right.text(0.04, 0.95, "above the dotted line: swarm better", transform=right.transAxes,
-               va="top", color="gray", fontsize="small")
+    right.text(0.96, 0.04, "above the dotted line: swarm better", transform=right.transAxes,
+               va="bottom", ha="right", color="gray", fontsize="small")
     if not handles:
         _no_data(right, "no node was trained both ways")
     right.set_xlim(low, high)
@@ -316,8 +327,9 @@ def plot_train_vs_val(runs: list[NodeRun], out_dir: Path) -> list[Output]:
         ax.scatter(run.data["train_acc"], run.data["val_acc"], color=colors[run.node],
                    marker=MARKER[run.mode], s=36, edgecolor="black", linewidth=0.4)
     values = [v for r in points for v in (r.data["train_acc"], r.data["val_acc"])]
+    # A little past 1.0, so that markers at a perfect score are not cut in half.
     low = max(0.0, min(values) - 0.05)
-    high = min(1.0, max(values) + 0.05)
+    high = min(1.02, max(values) + 0.05)
     ax.plot([low, high], [low, high], ":", color="gray", linewidth=1)
     ax.set_xlim(low, high)
     ax.set_ylim(low, high)
