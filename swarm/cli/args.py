@@ -1,4 +1,4 @@
-"""argparse types the node programs share."""
+"""argparse types the programs share."""
 
 from __future__ import annotations
 
@@ -14,6 +14,21 @@ def port(text: str) -> int:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a port number (1-65535)")
     return value
+
+
+def whole_number(minimum: int):
+    """An argparse type: an integer of at least `minimum`, with a message saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
+        return value
+
+    return parse
 
 
 def ip_address(text: str) -> str:

@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from swarm.cli.args import whole_number
+
 from . import Dataset, DataError, load_dataset, sha256_of
 from .cifar import CIFAR10, CIFAR100
 from .mnist import MNIST
@@ -23,16 +25,6 @@ from .synth import WRITERS
 
 PROG = "swarm data"
 _FILE_FORMATS = {spec.name: spec for spec in (CIFAR10, CIFAR100, MNIST)}
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,9 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--format", required=True, choices=sorted(WRITERS))
     synth.add_argument("--out", required=True, type=Path, metavar="DIR",
                        help="directory to write the standard file into")
-    synth.add_argument("--train", type=_count, default=500, metavar="N",
+    synth.add_argument("--train", type=whole_number(1), default=500, metavar="N",
                        help="training images (default 500)")
-    synth.add_argument("--test", type=_count, default=100, metavar="N",
+    synth.add_argument("--test", type=whole_number(1), default=100, metavar="N",
                        help="test images (default 100)")
     synth.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     show = verbs.add_parser("show", help="print the shapes and class counts of a data set",

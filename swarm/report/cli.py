@@ -10,19 +10,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from swarm.cli.args import whole_number
 from swarm.report.collect import ReportError, collect, drop_short
 from swarm.report.plots import Output, write_plots
 from swarm.report.summary import write_per_class_csv, write_summary
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="directory searched recursively for metrics.json files")
     parser.add_argument("--out-dir", type=Path, required=True,
                         help="where summary.json, per_class_accuracy.csv and the PNGs go")
-    parser.add_argument("--min-epochs", type=_non_negative, default=0, metavar="N",
+    parser.add_argument("--min-epochs", type=whole_number(0), default=0, metavar="N",
                         help="leave out node runs with fewer than N epochs of history")
     return parser
 
