@@ -16,7 +16,7 @@ import numpy as np
 from swarm.identity import Authorizer, TlsMaterial
 from swarm.merging import get_merge
 from swarm.network.servers import ListenError, listen_secure, new_server
-from swarm.network.sn_client import SNClient, SwarmNetworkError
+from swarm.network.sn_client import Reason, SNClient, SwarmNetworkError
 from swarm.protos import local_api_pb2 as lpb
 from swarm.protos import sl_api_pb2 as pb
 from swarm.protos import sl_api_pb2_grpc as pb_grpc
@@ -310,12 +310,11 @@ class SwarmLearningNode:
                 try:
                     self.sn.check_in(round_number, weight, digest)
                 except SwarmNetworkError as error:
-                    refused = error.code == grpc.StatusCode.FAILED_PRECONDITION
-                    if refused and "the swarm is done" in str(error):
+                    if error.reason == Reason.SWARM_DONE:
                         self.swarm_done = True
                         return self._final_result()
-                    if refused and "check in for round" in str(error):
-                        round_number = self.sn.status().last_sealed_round + 1
+                    if error.reason == Reason.ROUND_OVER and error.next_round:
+                        round_number = error.next_round
                         continue
                     raise
                 info = self._wait_sealed(round_number)

@@ -38,7 +38,16 @@ class SealPlan:
 
 
 class RoundError(Exception):
-    """A check-in or wait that cannot be served; the message says what to do instead."""
+    """A check-in or wait that cannot be served; the message says what to do instead.
+
+    `reason` is the SN API's Reason name for it; `next_round` the round to check in
+    for instead, where there is one.
+    """
+
+    def __init__(self, message: str, reason: str = "ROUND_OVER", next_round: int | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.next_round = next_round
 
 
 @dataclass
@@ -95,19 +104,22 @@ class RoundBook:
                         return len(sealed.keys)  # a retried check-in: already in
                     raise RoundError(f"round {round_number} is sealed with another update "
                                      f"from this node; check in for round "
-                                     f"{self.last_sealed + 1}")
+                                     f"{self.last_sealed + 1}", next_round=self.last_sealed + 1)
                 raise RoundError(f"round {round_number} was already sealed without this node; "
-                                 f"check in for round {self.last_sealed + 1}")
+                                 f"check in for round {self.last_sealed + 1}",
+                                 next_round=self.last_sealed + 1)
             if self.last_sealed is not None and round_number <= self.last_sealed:
                 raise RoundError(f"round {round_number} is over (round {self.last_sealed} is "
-                                 f"sealed); check in for round {self.last_sealed + 1}")
+                                 f"sealed); check in for round {self.last_sealed + 1}",
+                                 next_round=self.last_sealed + 1)
             state = self._open.setdefault(round_number, _OpenRound())
             known = state.all_check_ins().get(key)
             if known is not None:
                 if known != entry:
                     raise RoundError(f"already checked in for round {round_number} with "
                                      f"digest {known.digest.hex()[:16]}… and weight "
-                                     f"{known.weight}; a round takes one update per node")
+                                     f"{known.weight}; a round takes one update per node",
+                                     reason="DUPLICATE_CHECK_IN")
                 return len(state.all_check_ins())
             state.pending[key] = entry
             self._cv.notify_all()
@@ -127,7 +139,8 @@ class RoundBook:
                     return None
                 if self.last_sealed is not None and round_number < self.last_sealed:
                     raise RoundError(f"round {round_number} was skipped: round "
-                                     f"{self.last_sealed} was sealed first")
+                                     f"{self.last_sealed} was sealed first",
+                                     next_round=self.last_sealed + 1)
                 left = deadline - self._clock()
                 if left <= 0 or self._closed:
                     return None

@@ -25,6 +25,16 @@ MAX_WAIT_S = 300.0
 LEDGER_WRITE_TIMEOUT_S = 60.0
 
 
+def refuse(context, code: grpc.StatusCode, reason: str, message: str,
+           next_round: int | None = None):
+    """Aborts the call with a typed reason (trailing metadata) beside the message."""
+    metadata = [("swarm-reason", pb.Reason.Name(pb.Reason.Value(reason)))]
+    if next_round is not None:
+        metadata.append(("swarm-next-round", str(next_round)))
+    context.set_trailing_metadata(tuple(metadata))
+    context.abort(code, message)
+
+
 def _endpoint_ok(endpoint: str) -> bool:
     host, sep, port = endpoint.rpartition(":")
     return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
@@ -76,30 +86,32 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         try:
             return self._loop.submit(fn, *args).result(timeout=LEDGER_WRITE_TIMEOUT_S)
         except LedgerError as error:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"ledger refused: {error}")
+            refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "LEDGER_REFUSED",
+                   f"ledger refused: {error}")
         except TimeoutError:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the ledger did not answer in time")
+            refuse(context, grpc.StatusCode.UNAVAILABLE, "LEDGER_UNAVAILABLE",
+                   "the ledger did not answer in time")
 
     def _member_of(self, context, who: NodeIdentity) -> Member:
         member = self._directory.by_node_id(who.node_id)
         if member is None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"{who.node_id} is not registered: call Register first")
+            refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "NOT_REGISTERED",
+                   f"{who.node_id} is not registered: call Register first")
         if member.fingerprint.hex() != who.fingerprint.lower():
-            context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                          f"{who.node_id} is registered with certificate "
-                          f"{member.fingerprint[:16]}…, not {who.fingerprint[:16]}…")
+            refuse(context, grpc.StatusCode.PERMISSION_DENIED, "WRONG_CERTIFICATE",
+                   f"{who.node_id} is registered with certificate "
+                   f"{member.fingerprint[:16]}…, not {who.fingerprint[:16]}…")
         return member
 
     def _participant_member(self, context, who: NodeIdentity) -> Member:
         member = self._member_of(context, who)
         if member.status_name != "active":
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"{who.node_id} is {member.status_name} on the ledger: register again")
+            refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "INACTIVE",
+                   f"{who.node_id} is {member.status_name} on the ledger: register again")
         if not self._directory.controlled_here(member):
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"{who.node_id} is registered through another SN node; register "
-                          f"with this one (or talk to that one)")
+            refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "OTHER_SN",
+                   f"{who.node_id} is registered through another SN node; register "
+                   f"with this one (or talk to that one)")
         return member
 
     def _to_pb(self, member: Member) -> pb.Member:
@@ -113,8 +125,8 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
     def Register(self, request, context):
         who = self._auth.authorize(context, ("sl", "swci"), "Register")
         if not _endpoint_ok(request.endpoint):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"endpoint {request.endpoint!r} is not HOST:PORT")
+            refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST",
+                   f"endpoint {request.endpoint!r} is not HOST:PORT")
         member = self._directory.by_node_id(who.node_id)
         unchanged = (member is not None and member.status_name == "active"
                      and member.endpoint == request.endpoint
@@ -141,8 +153,8 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
     def ListPeers(self, request, context):
         self._auth.authorize(context, ("sl", "swci", "sn"), "ListPeers")
         if request.role and request.role not in ("sn", "sl", "swci"):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"role {request.role!r} is not one of sn, sl, swci")
+            refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST",
+                   f"role {request.role!r} is not one of sn, sl, swci")
         members = [m for m in self._directory.all()
                    if not request.role or m.role_name == request.role]
         return pb.PeerList(members=[self._to_pb(m) for m in members])
@@ -150,10 +162,11 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
     def Configure(self, request, context):
         who = self._auth.authorize(context, ("sl", "swci"), "Configure")
         if not 1 <= request.min_peers <= 256:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"min_peers {request.min_peers} is outside 1..256")
+            refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST",
+                   f"min_peers {request.min_peers} is outside 1..256")
         if len(request.config_json.encode()) > 4096:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "config_json is over 4096 bytes")
+            refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST",
+                   "config_json is over 4096 bytes")
         if self._loop.min_peers is None:
             try:
                 self._loop.submit(lambda ledger: ledger.configure(
@@ -170,29 +183,31 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         who = self._auth.authorize(context, ("sl",), "CheckIn")
         self._participant_member(context, who)
         if request.round < 1:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "rounds are numbered from 1")
+            refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST",
+                   "rounds are numbered from 1")
         if request.weight > 100:  # 0: a participant without an update of its own
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"weight {request.weight} is outside 0..100")
+            refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST",
+                   f"weight {request.weight} is outside 0..100")
         if len(request.digest) != 32 or not any(request.digest):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"digest must be a non-zero 32-byte SHA-256, got {len(request.digest)} bytes")
+            refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST",
+                   f"digest must be a non-zero 32-byte SHA-256, got {len(request.digest)} bytes")
         if self._loop.min_peers is None:
             self._loop.refresh_config_now()  # another SN may have configured it just now
         if self._loop.min_peers is None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          "the session is not configured yet: call Configure with min_peers")
+            refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "NOT_CONFIGURED",
+                   "the session is not configured yet: call Configure with min_peers")
         if self._loop.swarm_done():
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"the swarm is done: {self._loop.finished} nodes finished training "
-                          f"(min_peers {self._loop.min_peers}); load the final model")
+            refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "SWARM_DONE",
+                   f"the swarm is done: {self._loop.finished} nodes finished training "
+                   f"(min_peers {self._loop.min_peers}); load the final model")
         key = node_key(who.node_id)
         self._directory.heartbeat(key)
         try:
             count = self._rounds.check_in(request.round, key,
                                           CheckIn(request.weight, bytes(request.digest)))
         except RoundError as error:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{who.node_id}: {error}")
+            refuse(context, grpc.StatusCode.FAILED_PRECONDITION, error.reason,
+                   f"{who.node_id}: {error}", error.next_round)
         self._loop.poke()
         return pb.CheckInReply(round=request.round, checked_in=count)
 
@@ -203,7 +218,8 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
             sealed = self._rounds.wait_sealed(request.round, timeout_s,
                                               until_check_in=request.until_check_in)
         except RoundError as error:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{who.node_id}: {error}")
+            refuse(context, grpc.StatusCode.FAILED_PRECONDITION, error.reason,
+                   f"{who.node_id}: {error}", error.next_round)
         info = pb.RoundInfo(round=request.round, min_peers=self._loop.min_peers or 0)
         if sealed is None:
             checked = self._rounds.checked_in(request.round)
@@ -227,15 +243,15 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         who = self._auth.authorize(context, ("sl",), "CommitMerged")
         self._member_of(context, who)
         if len(request.digest) != 32:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"digest must be 32 bytes, got {len(request.digest)}")
+            refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST",
+                   f"digest must be 32 bytes, got {len(request.digest)}")
         sealed = self._rounds.sealed(request.round)
         if sealed is None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"round {request.round} is not sealed (or no longer cached here)")
+            refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "NOT_SEALED",
+                   f"round {request.round} is not sealed (or no longer cached here)")
         if node_key(who.node_id) not in sealed.keys:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                          f"{who.node_id} is not a participant of round {request.round}")
+            refuse(context, grpc.StatusCode.PERMISSION_DENIED, "NOT_PARTICIPANT",
+                   f"{who.node_id} is not a participant of round {request.round}")
         digest = bytes(request.digest)
         recorded = False
         if not sealed.merged_digest:
@@ -244,7 +260,8 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
                 first.result(timeout=LEDGER_WRITE_TIMEOUT_S)
             except LedgerError as error:
                 if recorded:
-                    context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"ledger refused: {error}")
+                    refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "LEDGER_REFUSED",
+                           f"ledger refused: {error}")
             self._loop.refresh_round(request.round)
             sealed = self._rounds.sealed(request.round)
         if sealed.merged_digest != digest and not recorded:
@@ -266,7 +283,8 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
             log.info("%s finished its training", who.node_id)
         except LedgerError as error:
             if "already finished" not in str(error):
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"ledger refused: {error}")
+                refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "LEDGER_REFUSED",
+                       f"ledger refused: {error}")
         self._loop.refresh_config_now()
         return self.GetStatus(request, context)
 
@@ -288,8 +306,8 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         who = self._auth.authorize(context, ("swci",), "Revoke")
         fingerprint = request.fingerprint.lower().replace(":", "")
         if len(fingerprint) != 64 or any(c not in "0123456789abcdef" for c in fingerprint):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"fingerprint {request.fingerprint!r} is not 64 hex digits (SHA-256)")
+            refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST",
+                   f"fingerprint {request.fingerprint!r} is not 64 hex digits (SHA-256)")
         self._write(context, lambda ledger: ledger.revoke(fingerprint, request.reason[:256]))
         self._loop.refresh_members_now()
         revoked = next((m.node_id for m in self._directory.all()
@@ -303,11 +321,11 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
     def JoinNetwork(self, request, context):
         who = self._auth.authorize(context, ("sn",), "JoinNetwork")
         if self._admit_sn is None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"{self._me.node_id} is not the sentinel: join through the sentinel")
+            refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "NOT_SENTINEL",
+                   f"{self._me.node_id} is not the sentinel: join through the sentinel")
         if not _endpoint_ok(request.endpoint):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"endpoint {request.endpoint!r} is not HOST:PORT")
+            refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST",
+                   f"endpoint {request.endpoint!r} is not HOST:PORT")
         try:
             reply = self._admit_sn(who, request.account_address, request.endpoint)
         except (LedgerError, ValueError) as error:
@@ -334,7 +352,8 @@ class LedgerPeerServicer(pb_grpc.LedgerPeerServicer):
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
                           f"{who.node_id} is not an admitted SN member: call JoinNetwork first")
         if len(request.payload) > 1 << 20:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ledger request over 1 MiB")
+            refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST",
+                   "ledger request over 1 MiB")
         reply = self._handle(bytes(request.payload))
         if b"eth_sendRawTransaction" in request.payload:
             self._on_transaction()

@@ -11,12 +11,33 @@ from swarm.protos import sn_api_pb2 as pb
 from swarm.protos import sn_api_pb2_grpc as pb_grpc
 
 
-class SwarmNetworkError(RuntimeError):
-    """An SN API call failed; the message names the SN and what went wrong."""
+Reason = pb.Reason  # why an SN refused a call: decide on these, never on message text
 
-    def __init__(self, message: str, code: grpc.StatusCode | None = None):
+
+class SwarmNetworkError(RuntimeError):
+    """An SN API call failed; the message names the SN and what went wrong.
+
+    `reason` is the SN's typed Reason (REASON_UNSPECIFIED when none was given, e.g.
+    the SN could not be reached); `next_round` the round it says to use instead.
+    """
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None,
+                 reason: int = pb.REASON_UNSPECIFIED, next_round: int | None = None):
         super().__init__(message)
         self.code = code
+        self.reason = reason
+        self.next_round = next_round
+
+
+def _reason_of(error: grpc.RpcError) -> tuple[int, int | None]:
+    """The typed reason and next round an SN attached to a refusal, if any."""
+    metadata = dict(error.trailing_metadata() or ())
+    try:
+        reason = pb.Reason.Value(metadata.get("swarm-reason", "REASON_UNSPECIFIED"))
+    except ValueError:  # a newer SN's reason this client does not know
+        reason = pb.REASON_UNSPECIFIED
+    next_round = metadata.get("swarm-next-round")
+    return reason, int(next_round) if next_round and next_round.isdigit() else None
 
 
 class SNClient:
@@ -51,7 +72,9 @@ class SNClient:
                 why = explain_connection_failure(self.target, self._tls, "sn", error)
             else:
                 why = f"{code.name}: {error.details()}"
-            raise SwarmNetworkError(f"SN {self.target} {method}: {why}", code) from None
+            reason, next_round = _reason_of(error)
+            raise SwarmNetworkError(f"SN {self.target} {method}: {why}", code, reason,
+                                    next_round) from None
 
     def wait_ready(self, timeout_s: float = 30.0) -> pb.SwarmStatus:
         """Retries GetStatus until the SN answers (it may still be starting)."""
