@@ -157,7 +157,21 @@ class SwarmLearningNode:
             try:
                 self.sn.heartbeat()
             except SwarmNetworkError as error:
-                log.warning("heartbeat to SN failed: %s", error)
+                if self._stop.is_set():
+                    return
+                if error.reason not in (Reason.INACTIVE, Reason.NOT_REGISTERED):
+                    log.warning("heartbeat to SN failed: %s", error)
+                    continue
+                # Cut off long enough to be marked inactive, or an SN that lost us:
+                # register again so that the next round counts this node.
+                log.warning("the SN no longer counts this node (%s): registering again",
+                            Reason.Name(error.reason))
+                try:
+                    self.sn.register(self.config.endpoint)
+                    log.info("registered again as %s at %s", self.node_id,
+                             self.config.endpoint)
+                except SwarmNetworkError as again:
+                    log.warning("registering again failed: %s", again)
 
     def _channel(self, endpoint: str) -> grpc.Channel:
         with self._channel_lock:
@@ -317,7 +331,7 @@ class SwarmLearningNode:
                         round_number = error.next_round
                         continue
                     raise
-                info = self._wait_sealed(round_number)
+                info = self._wait_sealed(round_number, weight, digest)
                 if info is None:
                     return self._final_result()
                 plan = self._plan(info)
@@ -356,7 +370,7 @@ class SwarmLearningNode:
                                        merged_digest=merged_digest, total_bytes=merged.nbytes),
                         self.latest)
 
-    def _wait_sealed(self, round_number: int):
+    def _wait_sealed(self, round_number: int, weight: int, digest: bytes):
         """Waits for the seal, saying who is missing; None when the swarm ended meanwhile."""
         while True:
             info = self.sn.wait_round(round_number, WAIT_SLICE_S)
@@ -364,6 +378,13 @@ class SwarmLearningNode:
                 return info
             if self._done():
                 return None
+            if self.node_id not in info.checked_in:
+                # A restarted SN lost the check-in it held in memory: send it again.
+                try:
+                    self.sn.check_in(round_number, weight, digest)
+                except SwarmNetworkError as error:
+                    if error.reason != Reason.ROUND_OVER:  # sealed meanwhile: see above
+                        raise
             log.info("round %d: waiting for peers (%d of min %d checked in; missing: %s)",
                      round_number, len(info.checked_in), info.min_peers,
                      ", ".join(info.missing) or "none")

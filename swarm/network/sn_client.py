@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import random
+import socket
+import threading
 import time
 
 import grpc
@@ -10,6 +14,8 @@ from swarm.identity import TlsMaterial, explain_connection_failure
 from swarm.protos import sn_api_pb2 as pb
 from swarm.protos import sn_api_pb2_grpc as pb_grpc
 
+
+log = logging.getLogger("swarm.network.sn")
 
 Reason = pb.Reason  # why an SN refused a call: decide on these, never on message text
 
@@ -40,21 +46,83 @@ def _reason_of(error: grpc.RpcError) -> tuple[int, int | None]:
     return reason, int(next_round) if next_round and next_round.isdigit() else None
 
 
+# Calls an SN answers the same way however often they arrive (the SN keys them on the
+# caller's certificate and the round, weight and digest): safe to send again after an
+# outage. JoinNetwork and Revoke write without such a key and are never repeated.
+IDEMPOTENT = frozenset({"GetStatus", "WaitRound", "Heartbeat", "CheckIn", "CommitMerged",
+                        "Register", "Configure", "MarkFinished", "ListPeers"})
+# How long idempotent calls keep trying an SN that cannot be reached (a restart, a cut link).
+RETRY_BUDGET_S = 120.0
+# An SN that accepts TCP connections yet fails every call refuses us (our certificate,
+# its trust store) or is shutting down: worth only a short retry, not the whole budget.
+LISTENING_GRACE_S = 1.5
+BACKOFF_FIRST_S = 0.2
+BACKOFF_MAX_S = 5.0
+# The channel's own reconnect backoff (gRPC's default grows to 120 s): kept short so a
+# restarted SN is found within seconds of listening again.
+CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 200),
+                   ("grpc.min_reconnect_backoff_ms", 200),
+                   ("grpc.max_reconnect_backoff_ms", 2000))
+
+
+class _Outage:
+    """When an SN stopped answering, shared by every thread using one client, so that each
+    outage is logged once when it starts and once when it ends."""
+
+    def __init__(self, target: str):
+        self._target = target
+        self._lock = threading.Lock()
+        self._since: float | None = None
+
+    def begin(self, why: str, budget_s: float) -> None:
+        with self._lock:
+            if self._since is not None:
+                return
+            self._since = time.monotonic()
+        log.warning("SN %s is unreachable (%s); retrying for up to %.0f s", self._target,
+                    why, budget_s)
+
+    def end(self) -> None:
+        with self._lock:
+            since, self._since = self._since, None
+        if since is not None:
+            log.warning("SN %s answers again after %.1f s", self._target,
+                        time.monotonic() - since)
+
+
+def _listening(target: str, timeout_s: float = 1.0) -> bool:
+    """Whether anything accepts a TCP connection at target (HOST:PORT)."""
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 class SNClient:
     """Talks to one SN node over mutual TLS, pinning the server to the SN role.
 
     Each method is one RPC; gRPC failures become SwarmNetworkError with a message a
     user can act on (what was refused and why, or why nothing could connect).
+    Idempotent calls ride out an SN that is unreachable (UNAVAILABLE, DEADLINE_EXCEEDED):
+    they retry with exponential backoff and jitter for up to `retry_s`. A refusal the SN
+    gives with a typed reason is never retried. `close()` ends any retry at once.
     """
 
-    def __init__(self, target: str, tls: TlsMaterial, timeout_s: float = 10.0):
+    def __init__(self, target: str, tls: TlsMaterial, timeout_s: float = 10.0,
+                 retry_s: float = RETRY_BUDGET_S):
         self.target = target
         self._tls = tls
         self._timeout_s = timeout_s
-        self._channel = tls.secure_channel(target, peer_role="sn")
+        self.retry_s = retry_s
+        self._closed = threading.Event()
+        self._outage = _Outage(target)
+        self._channel = tls.secure_channel(target, peer_role="sn", options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.SwarmNetworkStub(self._channel)
 
     def close(self) -> None:
+        self._closed.set()
         self._channel.close()
 
     def __enter__(self) -> SNClient:
@@ -63,29 +131,57 @@ class SNClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _call(self, method: str, request, timeout_s: float | None = None):
-        try:
-            return getattr(self._stub, method)(request, timeout=timeout_s or self._timeout_s)
-        except grpc.RpcError as error:
-            code = error.code()
-            if code == grpc.StatusCode.UNAVAILABLE:
-                why = explain_connection_failure(self.target, self._tls, "sn", error)
-            else:
-                why = f"{code.name}: {error.details()}"
-            reason, next_round = _reason_of(error)
-            raise SwarmNetworkError(f"SN {self.target} {method}: {why}", code, reason,
-                                    next_round) from None
+    def _call(self, method: str, request, timeout_s: float | None = None,
+              retry_s: float | None = None):
+        budget = self.retry_s if retry_s is None else retry_s
+        if method not in IDEMPOTENT:
+            budget = 0.0
+        started = time.monotonic()
+        listening_since: float | None = None
+        backoff = BACKOFF_FIRST_S
+        while True:
+            try:
+                reply = getattr(self._stub, method)(request,
+                                                    timeout=timeout_s or self._timeout_s)
+                self._outage.end()
+                return reply
+            except grpc.RpcError as error:
+                failure = error
+            except ValueError:  # the channel was closed under us: the node is stopping
+                raise SwarmNetworkError(f"SN {self.target} {method}: the client is closed",
+                                        grpc.StatusCode.CANCELLED) from None
+            code = failure.code()
+            reason, next_round = _reason_of(failure)
+            transient = (code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                         and reason in (pb.REASON_UNSPECIFIED, pb.LEDGER_UNAVAILABLE))
+            now = time.monotonic()
+            if transient and code == grpc.StatusCode.UNAVAILABLE \
+                    and reason == pb.REASON_UNSPECIFIED and _listening(self.target):
+                listening_since = listening_since or now
+                transient = now - listening_since < LISTENING_GRACE_S
+            if not transient:
+                self._outage.end()  # it answered, if only to refuse
+            left = started + budget - now
+            if not transient or left <= 0 or self._closed.is_set():
+                raise self._error(method, failure, reason, next_round)
+            self._outage.begin(f"{method}: {code.name}", budget)
+            pause = min(backoff, left) * random.uniform(0.5, 1.0)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            if self._closed.wait(pause):
+                raise self._error(method, failure, reason, next_round)
+
+    def _error(self, method: str, error: grpc.RpcError, reason: int,
+               next_round: int | None) -> SwarmNetworkError:
+        code = error.code()
+        if code == grpc.StatusCode.UNAVAILABLE and reason == pb.REASON_UNSPECIFIED:
+            why = explain_connection_failure(self.target, self._tls, "sn", error)
+        else:
+            why = f"{code.name}: {error.details()}"
+        return SwarmNetworkError(f"SN {self.target} {method}: {why}", code, reason, next_round)
 
     def wait_ready(self, timeout_s: float = 30.0) -> pb.SwarmStatus:
         """Retries GetStatus until the SN answers (it may still be starting)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                return self.status()
-            except SwarmNetworkError as error:
-                if error.code != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        return self._call("GetStatus", pb.StatusRequest(), retry_s=timeout_s)
 
     def register(self, endpoint: str) -> pb.Member:
         return self._call("Register", pb.RegisterRequest(endpoint=endpoint))
