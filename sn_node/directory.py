@@ -36,11 +36,16 @@ class MemberDirectory:
         self._ledger_is_revoked = ledger_is_revoked
         self._not_revoked: set[str] = set()  # non-members the ledger said are fine
         self._liveness: dict[bytes, Liveness] = {}
-        self._started = clock()
+        # When each member was first seen here: a node is silent only once it has had a
+        # full liveness timeout from then (or from this SN's start) to send a heartbeat.
+        self._first_seen: dict[bytes, float] = {}
 
     def replace(self, members: list[Member]) -> None:
+        now = self._clock()
         with self._lock:
             self._members = {node_key(m.node_id): m for m in members}
+            for key in self._members:
+                self._first_seen.setdefault(key, now)
             self._fingerprints = {m.fingerprint.hex() for m in members}
             self._revoked |= {m.fingerprint.hex() for m in members if m.status_name == "revoked"}
 
@@ -109,7 +114,7 @@ class MemberDirectory:
                         or member.controller.lower() != self._own_account):
                     continue
                 seen = self._liveness.get(key)
-                last = seen.last_heartbeat if seen else self._started
+                last = seen.last_heartbeat if seen else self._first_seen.get(key, now)
                 if now - last >= self.liveness_timeout_s and not (seen and seen.marked_inactive):
                     silent.append(member)
         return silent
@@ -117,4 +122,5 @@ class MemberDirectory:
     def mark_inactive(self, key: bytes) -> None:
         with self._lock:
             seen = self._liveness.get(key)
-            self._liveness[key] = Liveness(seen.last_heartbeat if seen else self._started, True)
+            self._liveness[key] = Liveness(
+                seen.last_heartbeat if seen else self._first_seen.get(key, self._clock()), True)

@@ -6,6 +6,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+# How far past the last sealed round a node may check in or wait: an honest node is at
+# most one round ahead of the seal it saw; further is a bug or a peer parking calls.
+MAX_AHEAD = 2
+# Sealed rounds kept in memory (WaitRound and CommitMerged of recent rounds); older
+# ones are read back from the ledger when asked for.
+KEEP_SEALED = 64
+
 
 @dataclass(frozen=True)
 class CheckIn:
@@ -92,9 +99,18 @@ class RoundBook:
 
     # --- SL side -------------------------------------------------------------------
 
+    def _refuse_far_ahead(self, round_number: int) -> None:
+        """Refuses a round nobody can reach soon, so no call waits (or state grows) for it."""
+        last = self.last_sealed or 0
+        if round_number > last + MAX_AHEAD:
+            raise RoundError(f"round {round_number} is too far ahead: the last sealed round "
+                             f"is {last}; use round {last + 1}", reason="TOO_FAR_AHEAD",
+                             next_round=last + 1)
+
     def check_in(self, round_number: int, key: bytes, entry: CheckIn) -> int:
         """Records an SL node's check-in; returns how many check-ins the round has."""
         with self._cv:
+            self._refuse_far_ahead(round_number)
             sealed = self._sealed.get(round_number)
             if sealed is not None:
                 if key in sealed.keys:
@@ -131,6 +147,7 @@ class RoundBook:
         `until_check_in`, also returns None once the round has any check-in."""
         deadline = self._clock() + timeout_s
         with self._cv:
+            self._refuse_far_ahead(round_number)
             while True:
                 if round_number in self._sealed:
                     return self._sealed[round_number]
@@ -149,6 +166,17 @@ class RoundBook:
     def sealed(self, round_number: int) -> SealedRound | None:
         with self._cv:
             return self._sealed.get(round_number)
+
+    def remember(self, sealed: SealedRound) -> None:
+        """An older sealed round read back from the ledger (not the newest: see note_sealed)."""
+        with self._cv:
+            self._sealed.setdefault(sealed.round, sealed)
+            self._forget_old()
+
+    def _forget_old(self) -> None:
+        if len(self._sealed) > KEEP_SEALED:
+            for round_number in sorted(self._sealed)[:-KEEP_SEALED]:
+                del self._sealed[round_number]
 
     def checked_in(self, round_number: int) -> set[bytes]:
         with self._cv:
@@ -239,6 +267,7 @@ class RoundBook:
                 state = self._open.pop(round_number)
                 left_out += [k for k in {**state.pending, **state.in_flight}
                              if k not in sealed.keys]
+            self._forget_old()
             self._cv.notify_all()
             return left_out
 

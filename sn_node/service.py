@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import re
 import threading
 import time
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Callable
 
 import grpc
@@ -17,12 +20,16 @@ from swarm.protos import sn_api_pb2_grpc as pb_grpc
 
 from sn_node.directory import MemberDirectory
 from sn_node.ledger_loop import LedgerLoop
-from sn_node.rounds import CheckIn, RoundBook, RoundError
+from sn_node.rounds import CheckIn, RoundBook, RoundError, SealedRound
 
 log = logging.getLogger("swarm.sn.api")
 
 MAX_WAIT_S = 300.0
 LEDGER_WRITE_TIMEOUT_S = 60.0
+# WaitRound calls one caller may have parked at once (an SL node needs one or two), and
+# all callers together: the rest of the 32 handler threads stay free for check-ins.
+MAX_PARKED_PER_CALLER = 4
+MAX_PARKED = 20
 
 
 def refuse(context, code: grpc.StatusCode, reason: str, message: str,
@@ -35,9 +42,29 @@ def refuse(context, code: grpc.StatusCode, reason: str, message: str,
     context.abort(code, message)
 
 
-def _endpoint_ok(endpoint: str) -> bool:
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def endpoint_problem(endpoint: str) -> str | None:
+    """Why `endpoint` is no address peers can dial (HOST:PORT), or None when it is one."""
     host, sep, port = endpoint.rpartition(":")
-    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+    if not sep or not host or len(endpoint) > 255:
+        return "is not HOST:PORT"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return f"has port {port!r}, not 1..65535"
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        if bracketed or not _HOSTNAME.fullmatch(host) or host.replace(".", "").isdigit():
+            return f"has host {host!r}, neither an IP address nor a DNS name"
+        return None
+    if address.version == 6 and not bracketed:
+        return f"has IPv6 host {host!r} without [brackets]"
+    if address.is_unspecified or address.is_multicast or (
+            address.version == 4 and address == ipaddress.IPv4Address("255.255.255.255")):
+        return f"has host {host!r}, which peers cannot dial"
+    return None
 
 
 class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
@@ -60,6 +87,8 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         self._admit_sn = admit_sn  # sentinel only
         self._commit_lock = threading.Lock()
         self._commits: dict[int, Future] = {}
+        self._parked_lock = threading.Lock()
+        self._parked: dict[str, int] = {}  # node id -> WaitRound calls parked now
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -92,6 +121,54 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
             refuse(context, grpc.StatusCode.UNAVAILABLE, "LEDGER_UNAVAILABLE",
                    "the ledger did not answer in time")
 
+    @contextmanager
+    def _parking(self, context, who: NodeIdentity):
+        """Bounds the WaitRound calls parked per caller and in all, refusing beyond (BUSY)."""
+        with self._parked_lock:
+            mine = self._parked.get(who.node_id, 0)
+            busy = (mine >= MAX_PARKED_PER_CALLER and "this caller already has "
+                    f"{mine} WaitRound calls waiting")
+            if not busy and sum(self._parked.values()) >= MAX_PARKED:
+                busy = f"{MAX_PARKED} WaitRound calls are waiting already"
+            if not busy:
+                self._parked[who.node_id] = mine + 1
+        if busy:
+            refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "BUSY",
+                   f"{who.node_id}: {busy}; try again later")
+        try:
+            yield
+        finally:
+            with self._parked_lock:
+                left = self._parked[who.node_id] - 1
+                if left:
+                    self._parked[who.node_id] = left
+                else:
+                    del self._parked[who.node_id]
+
+    def _sealed_round(self, round_number: int) -> SealedRound | None:
+        """A sealed round from the cache, or read back from the ledger when it is older."""
+        sealed = self._rounds.sealed(round_number)
+        last = self._rounds.last_sealed
+        if sealed is not None or last is None or not 1 <= round_number <= last:
+            return sealed
+        info = self._loop.ledger.round_info(round_number)
+        if not info.sealed:
+            return None  # skipped: a later round was sealed first
+        sealed = SealedRound(round_number, tuple(info.participants), tuple(info.weights),
+                             tuple(info.digests), info.merged_digest or b"")
+        self._rounds.remember(sealed)
+        return sealed
+
+    def _reactivate(self, context, who: NodeIdentity, member: Member) -> Member:
+        """A node this SN marked inactive (now or before a restart) is heard from again."""
+        back = self._directory.heartbeat(node_key(who.node_id))
+        if (back or member.status_name == "inactive") and self._directory.controlled_here(member):
+            log.info("%s is back: marking it active", who.node_id)
+            self._write(context, lambda ledger: ledger.set_status(who.node_id, STATUS_ACTIVE))
+            self._loop.refresh_members_now()
+            member = self._directory.by_node_id(who.node_id) or member
+        return member
+
     def _member_of(self, context, who: NodeIdentity) -> Member:
         member = self._directory.by_node_id(who.node_id)
         if member is None:
@@ -104,7 +181,7 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         return member
 
     def _participant_member(self, context, who: NodeIdentity) -> Member:
-        member = self._member_of(context, who)
+        member = self._reactivate(context, who, self._member_of(context, who))
         if member.status_name != "active":
             refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "INACTIVE",
                    f"{who.node_id} is {member.status_name} on the ledger: register again")
@@ -124,9 +201,12 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
 
     def Register(self, request, context):
         who = self._auth.authorize(context, ("sl", "swci"), "Register")
-        if not _endpoint_ok(request.endpoint):
+        problem = endpoint_problem(request.endpoint)
+        if problem:
             refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST",
-                   f"endpoint {request.endpoint!r} is not HOST:PORT")
+                   f"endpoint {request.endpoint!r} {problem}")
+        # Alive from now: the liveness sweep must not catch it before its first heartbeat.
+        self._directory.heartbeat(node_key(who.node_id))
         member = self._directory.by_node_id(who.node_id)
         unchanged = (member is not None and member.status_name == "active"
                      and member.endpoint == request.endpoint
@@ -142,11 +222,7 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
 
     def Heartbeat(self, request, context):
         who = self._auth.authorize(context, ("sl", "swci"), "Heartbeat")
-        member = self._member_of(context, who)
-        if self._directory.heartbeat(node_key(who.node_id)) and member.status_name == "inactive":
-            log.info("%s is back: marking it active", who.node_id)
-            self._write(context, lambda ledger: ledger.set_status(who.node_id, STATUS_ACTIVE))
-            self._loop.refresh_members_now()
+        self._reactivate(context, who, self._member_of(context, who))
         last = self._rounds.last_sealed
         return pb.HeartbeatReply(last_sealed_round=last or 0, server_time=time.time())
 
@@ -215,8 +291,11 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         who = self._auth.authorize(context, ("sl", "swci"), "WaitRound")
         timeout_s = min(request.timeout_ms / 1000.0, MAX_WAIT_S)
         try:
-            sealed = self._rounds.wait_sealed(request.round, timeout_s,
-                                              until_check_in=request.until_check_in)
+            sealed = self._sealed_round(request.round)
+            if sealed is None:
+                with self._parking(context, who):
+                    sealed = self._rounds.wait_sealed(request.round, timeout_s,
+                                                      until_check_in=request.until_check_in)
         except RoundError as error:
             refuse(context, grpc.StatusCode.FAILED_PRECONDITION, error.reason,
                    f"{who.node_id}: {error}", error.next_round)
@@ -245,10 +324,10 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         if len(request.digest) != 32:
             refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST",
                    f"digest must be 32 bytes, got {len(request.digest)}")
-        sealed = self._rounds.sealed(request.round)
+        sealed = self._sealed_round(request.round)
         if sealed is None:
             refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "NOT_SEALED",
-                   f"round {request.round} is not sealed (or no longer cached here)")
+                   f"round {request.round} is not sealed")
         if node_key(who.node_id) not in sealed.keys:
             refuse(context, grpc.StatusCode.PERMISSION_DENIED, "NOT_PARTICIPANT",
                    f"{who.node_id} is not a participant of round {request.round}")
@@ -263,7 +342,7 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
                     refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "LEDGER_REFUSED",
                            f"ledger refused: {error}")
             self._loop.refresh_round(request.round)
-            sealed = self._rounds.sealed(request.round)
+            sealed = self._sealed_round(request.round)
         if sealed.merged_digest != digest and not recorded:
             # A disagreement: the ledger keeps it as evidence (a MergeMismatch event).
             self._write(context, lambda ledger: ledger.commit_merged(
@@ -295,7 +374,6 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
                                 members=len(self._directory.all()), finished=self._loop.finished,
                                 **self._status_extra())
         if self._rounds.last_sealed is not None:
-            status.has_sealed_round = True
             status.last_sealed_round = self._rounds.last_sealed
         if self._rounds.latest_merged is not None:
             status.has_merged_round = True
@@ -323,9 +401,10 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         if self._admit_sn is None:
             refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "NOT_SENTINEL",
                    f"{self._me.node_id} is not the sentinel: join through the sentinel")
-        if not _endpoint_ok(request.endpoint):
+        problem = endpoint_problem(request.endpoint)
+        if problem:
             refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST",
-                   f"endpoint {request.endpoint!r} is not HOST:PORT")
+                   f"endpoint {request.endpoint!r} {problem}")
         try:
             reply = self._admit_sn(who, request.account_address, request.endpoint)
         except (LedgerError, ValueError) as error:
