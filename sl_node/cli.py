@@ -134,23 +134,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run-sl: error: {error}", file=sys.stderr)
         return 1
     stopping = threading.Event()
+    node = SwarmLearningNode(config, tls)
 
     def on_signal(*_):
+        # Returns at once: the sidecar gets SIGTERM, and calls still retrying an
+        # unreachable SN end now instead of after their retry budget.
         stopping.set()
-        sidecar.request_stop()  # the main thread's sidecar.wait() then returns
+        sidecar.request_stop()
+        # From another thread: this handler may have interrupted the main thread inside
+        # a gRPC call that holds the channel's lock.
+        threading.Thread(target=node.sn.close, name="sn-close", daemon=True).start()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    node = SwarmLearningNode(config, tls)
     try:
         node.start()
         node.serve_local(SwarmLearningLocalServicer(node))
         print(READY_LINE.format(node_id=tls.identity.node_id, port=config.fs_port), flush=True)
     except StartupError as error:
-        print(f"run-sl: error: {error}", file=sys.stderr)
+        if not stopping.is_set():
+            print(f"run-sl: error: {error}", file=sys.stderr)
         sidecar.stop()
         node.stop()
-        return 1
+        return 0 if stopping.is_set() else 1
+    # Waits in slices: a signal delivered to another thread only sets a flag, which the
+    # main thread acts on the next time it runs Python code (never inside waitpid()).
+    while sidecar.proc.poll() is None:
+        stopping.wait(0.2)
     code = sidecar.wait()
     if stopping.is_set():
         log.info("stopped")

@@ -17,6 +17,14 @@ from sn_node.node import READY_LINE, NodeConfig, StartupError, SwarmNetworkNode
 log = logging.getLogger("swarm.sn")
 
 
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived before the node was serving: start-up stops where it is."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run-sn",
@@ -120,20 +128,34 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     node = SwarmNetworkNode(config, tls)
     stop = threading.Event()
+    serving = threading.Event()
+
+    def on_signal(signum, _frame):
+        stop.set()
+        if not serving.is_set():  # still starting (reopening a long ledger, joining): abort it
+            raise Interrupted(signum)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     try:
         node.start()
+        serving.set()
     except StartupError as error:
         log.error("%s", error)
         print(f"run-sn: error: {error}", file=sys.stderr)
         node.stop()
         return 1
-    stop.wait()
+    except Interrupted as interrupted:
+        log.info("%s while starting: stopping", signal.Signals(interrupted.signum).name)
+        node.stop()
+        return 0
+    # Waits in slices: a signal delivered to another thread (gRPC's, the ledger's) only
+    # sets a flag, which the main thread acts on the next time it runs Python code.
+    while not stop.wait(0.5):
+        pass
     log.info("stopping SN node %s", tls.identity.node_id)
     node.stop()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

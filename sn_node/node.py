@@ -84,6 +84,7 @@ class SwarmNetworkNode:
         self._servers: list[grpc.Server] = []
         self._tunnel: LedgerTunnelProvider | None = None
         self._chain_id: int | None = None
+        self._loop_started = False
 
     # --- start / stop -----------------------------------------------------------------
 
@@ -96,6 +97,7 @@ class SwarmNetworkNode:
         rounds = RoundBook(self.config.round_grace_s)
         self.loop = LedgerLoop(self.ledger, directory, rounds)
         self.loop.load()
+        self._recover_latest_merged(rounds)
         authorizer = Authorizer(is_revoked=directory.is_revoked, logger=log)
         servicer = SwarmNetworkServicer(
             self.identity, directory, rounds, self.loop, authorizer, self._status_extra,
@@ -108,6 +110,7 @@ class SwarmNetworkNode:
                 LedgerPeerServicer(self.chain.handle_json_rpc, directory, authorizer,
                                    self.loop.poke), peer)
         self.loop.start()
+        self._loop_started = True
         for server in self._servers:
             server.start()
         log.info("SN %s (%s) ready in %.2f s: ledger %s, contract %s", self.identity.node_id,
@@ -116,12 +119,25 @@ class SwarmNetworkNode:
         # Users (and scripts) wait for exactly this line.
         print(READY_LINE.format(port=self.config.api_port), flush=True)
 
+    def _recover_latest_merged(self, rounds: RoundBook, lookback: int = 16) -> None:
+        """A restart between a seal and its merge: the latest merged model is an earlier
+        round's, which late joiners and catching-up nodes load."""
+        last = rounds.last_sealed
+        if rounds.latest_merged is not None or not last:
+            return
+        for round_number in range(last - 1, max(0, last - lookback), -1):
+            merged = self.ledger.round_info(round_number).merged_digest
+            if merged:
+                rounds.note_merged(round_number, merged)
+                return
+
     def stop(self) -> None:
+        """Stops whatever start() got to; safe at any point of it."""
         if self.loop is not None:
             self.loop.rounds.close()
         for server in self._servers:
             server.stop(grace=2).wait(5)
-        if self.loop is not None:
+        if self._loop_started:
             self.loop.stop()
         if self._tunnel is not None:
             self._tunnel.close()
