@@ -128,19 +128,22 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     node = SwarmNetworkNode(config, tls)
     stop = threading.Event()
-    serving = threading.Event()
+    starting = threading.Event()
+    starting.set()
 
     def on_signal(signum, _frame):
         stop.set()
-        if not serving.is_set():  # still starting (reopening a long ledger, joining): abort it
+        if starting.is_set():  # reopening a long ledger, joining: abort start-up where it is
+            starting.clear()
             raise Interrupted(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     try:
         node.start()
-        serving.set()
+        starting.clear()
     except StartupError as error:
+        starting.clear()
         log.error("%s", error)
         print(f"run-sn: error: {error}", file=sys.stderr)
         node.stop()

@@ -39,6 +39,9 @@ READY_LINE = "Starting SWARM-API-SERVER on port: {port}"
 # plenty for years of transactions at the tester chain's gas prices.
 JOIN_FUNDING_WEI = 100 * 10**18
 MAX_MESSAGE_BYTES = 4 << 20
+# Handler threads per server: room for every SL node's parked WaitRound (service.MAX_PARKED
+# in all) and still SERVER_WORKERS - MAX_PARKED threads for check-ins and commits.
+SERVER_WORKERS = 64
 
 
 class StartupError(RuntimeError):
@@ -145,7 +148,7 @@ class SwarmNetworkNode:
             self.chain.close()
 
     def _server(self, port: int, flag: str) -> grpc.Server:
-        server = new_server(f"sn-{port}", MAX_MESSAGE_BYTES)
+        server = new_server(f"sn-{port}", MAX_MESSAGE_BYTES, workers=SERVER_WORKERS)
         try:
             listen_secure(server, f"{self.config.bind_ip}:{port}",
                           self.tls.server_credentials(), flag)

@@ -27,9 +27,9 @@ log = logging.getLogger("swarm.sn.api")
 MAX_WAIT_S = 300.0
 LEDGER_WRITE_TIMEOUT_S = 60.0
 # WaitRound calls one caller may have parked at once (an SL node needs one or two), and
-# all callers together: the rest of the 32 handler threads stay free for check-ins.
+# all callers together: the rest of the SN's 64 handler threads stay free for check-ins.
 MAX_PARKED_PER_CALLER = 4
-MAX_PARKED = 20
+MAX_PARKED = 48
 
 
 def refuse(context, code: grpc.StatusCode, reason: str, message: str,

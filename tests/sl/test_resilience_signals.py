@@ -33,8 +33,7 @@ def test_run_sl_retrying_an_absent_sn_stops_on_the_first_sigterm(sites, start_sl
     nobody = SN(proc=None, api_port=free_port(), p2p_port=0, data_dir=tmp_path)
     env = {"NODE_INDEX": "0", "NUM_NODES": "2", "MIN_PEERS": "2"}
     proc, _ = start_sl(sites[0], nobody, f"-m ml_sidecar {SIDECAR}", env)
-    proc.wait_for("starting the ML sidecar", timeout_s=60)
-    time.sleep(4)  # now in the SN client's retries
+    proc.wait_for("is unreachable", timeout_s=60)  # now in the SN client's retries
     assert proc.proc.poll() is None
     child = sidecar_pid(proc.proc.pid)
     started = time.monotonic()

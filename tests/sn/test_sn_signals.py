@@ -59,7 +59,7 @@ def test_a_starting_sn_stops_on_the_first_signal(sites, start_sn, sig):
     sentinel = start_sn(alpha)
     sentinel.proc.kill(signal.SIGKILL)  # the joiner now retries for its 30 s
     joiner = start_sn(beta, sentinel, wait=False)
-    time.sleep(3)
+    joiner.proc.wait_for("is unreachable", timeout_s=60)  # retrying its sentinel
     assert joiner.proc.proc.poll() is None
     assert READY not in joiner.proc.output
     stops_at_once(joiner.proc, sig)
