@@ -110,3 +110,33 @@ def test_a_node_marked_inactive_before_an_sn_restart_is_active_on_its_next_heart
         assert status_of(back, "beta/sl-2") == "inactive"
         back.heartbeat()
         assert status_of(back, "beta/sl-2") == "active"
+
+
+def test_a_restart_between_a_seal_and_its_merge_keeps_the_latest_merged_model(
+        sites, start_sn):
+    alpha, beta, _ = sites
+    sn = start_sn(alpha)
+    a = SNClient(sn.target, alpha.material("sl"), retry_s=0)
+    b = SNClient(sn.target, beta.material("sl"), retry_s=0)
+    a.register("127.0.0.1:45401")
+    b.register("127.0.0.1:45402")
+    a.configure(2)
+    for round_number in (1, 2):
+        a.check_in(round_number, 50, digest(f"a{round_number}"))
+        b.check_in(round_number, 50, digest(f"b{round_number}"))
+        assert a.wait_round(round_number, 20).sealed
+    assert a.commit_merged(1, digest("m1")).agreed  # round 2 sealed, not yet merged
+    a.close()
+    b.close()
+    sn.proc.kill(signal.SIGKILL)
+    restarted = start_sn(alpha, None, data_dir=sn.data_dir, api_port=sn.api_port,
+                         p2p_port=sn.p2p_port)
+    with SNClient(restarted.target, alpha.material("sl"), retry_s=0) as again:
+        status = again.status()
+        assert (status.last_sealed_round, status.has_merged_round) == (2, True)
+        assert (status.latest_merged_round, status.latest_merged_digest) == (1, digest("m1"))
+        # Round 1 is no longer in the restarted SN's memory: read back from the ledger.
+        info = again.wait_round(1, 0.1)
+        assert info.sealed and info.merged_digest == digest("m1")
+        assert {p.node_id for p in info.participants} == {"alpha/sl-1", "beta/sl-2"}
+        assert again.commit_merged(2, digest("m2")).agreed
