@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from swarm_testing import free_port
+from swarm_testing import SN, free_port
 
 SIDECAR = "tests/sl/digits_numpy_sidecar.py"
 STOP_WITHIN_S = 20.0
@@ -28,8 +28,6 @@ def sidecar_pid(sl_pid: int) -> int:
 
 
 def test_run_sl_retrying_an_absent_sn_stops_on_the_first_sigterm(sites, start_sl, tmp_path):
-    from swarm_testing import SN
-
     nobody = SN(proc=None, api_port=free_port(), p2p_port=0, data_dir=tmp_path)
     env = {"NODE_INDEX": "0", "NUM_NODES": "2", "MIN_PEERS": "2"}
     proc, _ = start_sl(sites[0], nobody, f"-m ml_sidecar {SIDECAR}", env)
