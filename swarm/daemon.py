@@ -74,6 +74,19 @@ def detach(kind: str, name: str, argv: list[str], log_path: Path, ready_marker: 
     record.write_text(json.dumps({"kind": kind, "name": name, "pid": child.pid,
                                   "log": str(log_path), "pid_file": str(pid_file),
                                   "argv": argv}))
+    try:
+        return _wait_ready(kind, name, child, log_path, start_offset, ready_marker, record,
+                           pid_file, timeout_s)
+    except KeyboardInterrupt:  # Ctrl-C while waiting: this launcher stops, the node runs on
+        print(f"\nstopped waiting for {kind} node {name} (pid {child.pid}); it keeps "
+              f"starting in the background, see {log_path}; stop it with `stop-swarm`",
+              file=sys.stderr)
+        return 130
+
+
+def _wait_ready(kind: str, name: str, child: subprocess.Popen, log_path: Path,
+                start_offset: int, ready_marker: str, record: Path, pid_file: Path,
+                timeout_s: float) -> int:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = _read_from(log_path, start_offset)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 
 import pytest
 
+from swarm.daemon import detached_nodes, stop_nodes
 from swarm.network.sn_client import SNClient, SwarmNetworkError
 
-from swarm_testing import READY
+from swarm_testing import READY, REPO, free_port, run_sn_argv
 
 STOP_WITHIN_S = 15.0
 
@@ -63,3 +65,24 @@ def test_a_starting_sn_stops_on_the_first_signal(sites, start_sn, sig):
     assert joiner.proc.proc.poll() is None
     assert READY not in joiner.proc.output
     stops_at_once(joiner.proc, sig)
+
+
+def test_ctrl_c_while_run_sn_d_waits_stops_the_launcher_not_the_node(sites, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setenv("SWARM_RUN_DIR", str(tmp_path / "run"))
+    nobody = free_port()  # a sentinel that is not there: the joiner waits for it
+    argv = run_sn_argv(sites[1], tmp_path / "sn", free_port(), free_port(), "--sentinel-ip",
+                       "127.0.0.1", "--sentinel-api-port", str(nobody), "-d")
+    launcher = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "sn" / "sn.log"
+    deadline = time.monotonic() + 60
+    while not (log.exists() and "is unreachable" in log.read_text()):
+        assert time.monotonic() < deadline and launcher.poll() is None
+        time.sleep(0.2)
+    launcher.send_signal(signal.SIGINT)
+    _, err = launcher.communicate(timeout=STOP_WITHIN_S)
+    assert launcher.returncode == 130 and "stop it with `stop-swarm`" in err, err
+    nodes = detached_nodes("sn")
+    assert len(nodes) == 1  # the node runs on, and stop-swarm finds it
+    assert stop_nodes(nodes, grace_s=STOP_WITHIN_S) == []  # its first SIGTERM stopped it
