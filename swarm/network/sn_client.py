@@ -57,12 +57,12 @@ RETRY_BUDGET_S = 120.0
 # its trust store) or is shutting down: worth only a short retry, not the whole budget.
 LISTENING_GRACE_S = 1.5
 BACKOFF_FIRST_S = 0.2
-BACKOFF_MAX_S = 5.0
+BACKOFF_MAX_S = 2.0
 # The channel's own reconnect backoff (gRPC's default grows to 120 s): kept short so a
 # restarted SN is found within seconds of listening again.
 CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 200),
                    ("grpc.min_reconnect_backoff_ms", 200),
-                   ("grpc.max_reconnect_backoff_ms", 2000))
+                   ("grpc.max_reconnect_backoff_ms", 1000))
 
 
 class _Outage:
