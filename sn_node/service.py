@@ -356,14 +356,15 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
     def MarkFinished(self, request, context):
         who = self._auth.authorize(context, ("sl",), "MarkFinished")
         self._member_of(context, who)
-        try:
-            self._loop.submit(lambda ledger: ledger.mark_finished(who.node_id)).result(
-                LEDGER_WRITE_TIMEOUT_S)
+
+        def mark(ledger) -> bool:
+            if ledger.is_finished(who.node_id):  # a repeated call (a retry): nothing to do
+                return False
+            ledger.mark_finished(who.node_id)
+            return True
+
+        if self._write(context, mark):
             log.info("%s finished its training", who.node_id)
-        except LedgerError as error:
-            if "already finished" not in str(error):
-                refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "LEDGER_REFUSED",
-                       f"ledger refused: {error}")
         self._loop.refresh_config_now()
         return self.GetStatus(request, context)
 

@@ -65,8 +65,9 @@ def test_round_over_too_far_ahead_busy_and_swarm_done(sites, start_sn):
     for thread in parked:
         thread.join(20)
 
-    a.mark_finished()
-    b.mark_finished()
+    assert a.mark_finished().finished == 1
+    assert a.mark_finished().finished == 1  # a retried call changes nothing
+    assert b.mark_finished().finished == 2
     done = refused(lambda: a.check_in(2, 50, digest("a2")))
     assert done.reason == pb.SWARM_DONE
     a.close()
