@@ -17,7 +17,7 @@ import numpy as np
 
 from swarm.callback.core import CoreViews, SwarmCallbackCore
 from swarm.callback.params import parse_params
-from swarm.callback.val_data import replayable
+from swarm.callback.val_data import Replay, replayable
 
 DEFAULT_ADS_VAL_BATCH_SIZE = 32
 LEGACY_KERAS_ENV = "TF_USE_LEGACY_KERAS"
@@ -125,10 +125,11 @@ class SwarmCallback(CoreViews, keras.callbacks.Callback):
                 result = self.model.evaluate(
                     data[0], data[1], sample_weight=data[2] if len(data) == 3 else None,
                     batch_size=batch_size, verbose=0, return_dict=True)
-            else:  # a tf.data.Dataset, PyDataset/Sequence or generator yielding (x, y)
-                if not hasattr(data, "__getitem__") and not _is_dataset(data):
-                    # A generator, replayed from its first pass: Keras takes a fresh one.
-                    data = (batch for batch in data)
+            elif isinstance(data, Replay):  # a generator, replayed from its first pass
+                batches = list(data)
+                result = self.model.evaluate((b for b in batches), steps=len(batches),
+                                             verbose=0, return_dict=True)
+            else:  # a tf.data.Dataset or PyDataset/Sequence yielding (x, y)
                 result = self.model.evaluate(data, verbose=0, return_dict=True)
         finally:
             for variable, value in saved:
@@ -140,10 +141,6 @@ class SwarmCallback(CoreViews, keras.callbacks.Callback):
         path = directory / f"{self.model.name}.keras"
         self.model.save(path)
         return path
-
-
-def _is_dataset(data) -> bool:
-    return type(data).__module__.startswith("tensorflow")
 
 
 __all__ = ["KERAS_2", "KERAS_NAME", "SwarmCallback", "keras"]
