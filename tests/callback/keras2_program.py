@@ -2,7 +2,8 @@
 with TF_USE_LEGACY_KERAS=1 against the stand-in SL node in SWARM_SL_ADDRESS.
 
 argv: OUT_DIR MODE, MODE one of: fit (adaptive sync on a tuple, then model.save(dir)),
-generator (adsValData a one-shot generator), nan (a non-finite weight is refused).
+generator (adsValData a one-shot generator), nan (a non-finite weight is refused, and
+a Keras 3 model is refused with a clear error).
 Writes OUT_DIR/result.json.
 """
 
@@ -42,6 +43,15 @@ def main() -> int:
                       callbacks=[SwarmCallback(syncFrequency=5, minPeers=2)])
         except ValueError as error:
             result["error"] = str(error)
+        # A Keras 3 model (import keras) while tf.keras is Keras 2: a clear error at fit.
+        import keras
+        other = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+        other.compile(optimizer="sgd", loss="mse")
+        try:
+            other.fit(x, np.zeros((len(x), 10)), epochs=1, verbose=0,
+                      callbacks=[SwarmCallback(syncFrequency=5, minPeers=2)])
+        except TypeError as error:
+            result["mixed_error"] = str(error)
         write(out_dir, result)
         return 0
 

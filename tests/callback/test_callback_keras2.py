@@ -64,10 +64,12 @@ def test_a_one_shot_generator_as_ads_val_data_is_validated_on_every_merge(sl_nod
     assert all(np.isfinite(float(loss)) for loss in losses)
 
 
-def test_a_non_finite_weight_is_refused_with_its_keras2_name(sl_node, tmp_path):
+def test_a_non_finite_weight_or_a_keras3_model_is_refused_clearly(sl_node, tmp_path):
     standin = sl_node()
     result, _ = run_program(tmp_path, "nan")
     message = result["error"]
     assert "tensor '2' at index (5,)" in message
     assert re.search(r"\(batch_normalization(_\d+)?/gamma:0\)", message), message
     assert standin.received == []
+    assert result["mixed_error"].startswith("the model is a Keras 3 model but swarm.keras "
+                                            "uses Keras 2 (tf-keras 2.21"), result
