@@ -1,13 +1,13 @@
 """The established product's example programs, with only the SwarmCallback import
 changed (see each program's header), as two-node swarms on generated data: real SN and
 SL nodes, the programs as their ML sidecars. Both nodes must end with the same model,
-in the callback's saved model and in the program's own save, and say the final line."""
+in the callback's saved model (and, for Keras, in the SavedModel the program saves itself),
+and say the final line."""
 
 from __future__ import annotations
 
 import csv
 import importlib.util
-import os
 
 import numpy as np
 import pytest
