@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from swarm.callback.core import CoreViews, SwarmCallbackCore
-from swarm.callback.params import parse_params
+from swarm.callback.params import SwarmParams, parse_params
+from swarm.callback.val_data import replayable
 
 DEFAULT_VAL_BATCH_SIZE = 64
 
@@ -86,13 +87,18 @@ class SwarmCallback(CoreViews):
         if params.model is None:
             raise ValueError("model is required: the torch.nn.Module this program trains "
                              "(SwarmCallback(..., model=model))")
-        if not isinstance(params.model, torch.nn.Module):
+        self._setup(params, "torch", "swarm.torch.SwarmCallback")
+
+    def _setup(self, params: SwarmParams, framework: str, who: str) -> None:
+        """Everything but the model check: shared with swarm.hf, whose model may come
+        from the Trainer at on_train_begin."""
+        if params.model is not None and not isinstance(params.model, torch.nn.Module):
             raise ValueError(f"model {type(params.model).__name__} is not a torch.nn.Module")
         if params.ml_platform not in (None, "PYTORCH"):
             raise ValueError(f"mlPlatform {params.ml_platform!r} is not one of: PYTORCH "
-                             "(this is swarm.torch.SwarmCallback)")
+                             f"(this is {who})")
         self.swarm_params = params
-        self.model: torch.nn.Module = params.model
+        self.model: torch.nn.Module | None = params.model
         self.loss_function = None
         self.metric_function = None
         if params.loss_function is not None:
@@ -102,17 +108,21 @@ class SwarmCallback(CoreViews):
             self.metric_function = _instantiate(torchmetrics_class(params.metric_function),
                                                 params.metric_function_args,
                                                 "metricFunctionArgs")
-        if params.use_adaptive_sync and self.loss_function is None:
+        if params.use_adaptive_sync and not self._can_measure_loss():
             raise ValueError("useAdaptiveSync needs lossFunction: the name of the torch.nn "
                              "loss to validate with, e.g. 'CrossEntropyLoss'")
         validates = params.ads_val_data is not None and (
-            self.loss_function is not None or self.metric_function is not None)
+            self._can_measure_loss() or self.metric_function is not None)
+        self._ads_val_data = replayable(params.ads_val_data)
         self._core = SwarmCallbackCore(
             get_weights=self._get_state, set_weights=self._set_state, params=params,
-            framework="torch", val_loss=self._validate if validates else None,
+            framework=framework, val_loss=self._validate if validates else None,
             save_final=self._save_final)
         if params.ads_val_data is None:
             self._core.logger.info("No adsValData: merged models are not validated here")
+
+    def _can_measure_loss(self) -> bool:
+        return self.loss_function is not None
 
     # ---- hooks the training loop calls --------------------------------------------
 
@@ -164,7 +174,7 @@ class SwarmCallback(CoreViews):
         return torch.device("cpu")
 
     def _batches(self):
-        data = self.swarm_params.ads_val_data
+        data = self._ads_val_data
         size = (self.swarm_params.ads_val_batch_size or self.swarm_params.val_batch_size
                 or DEFAULT_VAL_BATCH_SIZE)
         if isinstance(data, (tuple, list)) and len(data) == 2:
@@ -174,8 +184,22 @@ class SwarmCallback(CoreViews):
             return
         if isinstance(data, torch.utils.data.Dataset):
             data = torch.utils.data.DataLoader(data, batch_size=size)
-        for batch in data:  # a DataLoader (or any iterable) of (x, y, ...) batches
-            yield batch[0], batch[1]
+        for batch in data:  # a DataLoader, generator or iterable of (x, y, ...) batches
+            yield self._split_batch(batch)
+
+    def _split_batch(self, batch):
+        return batch[0], batch[1]
+
+    def _outputs(self, x):
+        """The model's output for one validation batch, as the loss and metric take it."""
+        return self.model(x)
+
+    def _prediction(self, output):
+        """What the metric compares with the labels."""
+        return output
+
+    def _batch_loss(self, output, y):
+        return self.loss_function(output, y)
 
     def _validate(self) -> float | None:
         """Loss (and metric) of the merged model on adsValData; logged, and returned
@@ -191,16 +215,17 @@ class SwarmCallback(CoreViews):
         try:
             with torch.no_grad():
                 for x, y in self._batches():
-                    x, y = x.to(device), y.to(device)
-                    output = self.model(x)
-                    if loss_fn is not None:
-                        loss = loss_fn(output, y)
+                    x, y = _to(x, device), _to(y, device)
+                    output = self._outputs(x)
+                    size = len(y)
+                    if self._can_measure_loss():
+                        loss = self._batch_loss(output, y)
                         reduction = getattr(loss_fn, "reduction", "mean")
                         # Weight per-batch means by batch size: the last batch may be short.
-                        total += float(loss.sum() if reduction != "mean" else loss * len(x))
+                        total += float(loss.sum() if reduction != "mean" else loss * size)
                     if metric is not None:
-                        metric.update(output, y)
-                    count += len(x)
+                        metric.update(self._prediction(output), y)
+                    count += size
         finally:
             self.model.train(was_training)
         if count == 0:
@@ -211,4 +236,11 @@ class SwarmCallback(CoreViews):
             shown = f"{float(value):.6g}" if value.numel() == 1 else str(value.tolist())
             self._core.logger.info("Validation %s: %s", type(metric).__name__, shown)
             metric.reset()
-        return total / count if loss_fn is not None else None
+        return total / count if self._can_measure_loss() else None
+
+
+def _to(value, device):
+    """Moves a tensor, or the tensors of a dict batch (Hugging Face style), to device."""
+    if isinstance(value, dict):
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in value.items()}
+    return value.to(device) if isinstance(value, torch.Tensor) else torch.as_tensor(value).to(device)
