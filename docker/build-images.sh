@@ -65,12 +65,15 @@ for image in "${images[@]}"; do
   args=(--target "$target" --build-arg "EXTRAS=$extras" --label "$LABEL=$hash")
   if [ $wheelhouse = 1 ] && [ -z "${PIP_EXTRA_INDEX_URL:-}" ]; then
     wheels=docker/wheels/$image
-    echo "== $tag: wheelhouse $wheels (host pip)"
     mkdir -p "$wheels"
     role=$([ "$target" = node ] && echo node || echo sidecar)
-    "$PYTHON" -m pip wheel --quiet --disable-pip-version-check -w "$wheels" \
-      -r <("$PYTHON" docker/requirements.py "$role" "$extras") "setuptools>=68" wheel 2>&1 \
-      | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+    wanted=$("$PYTHON" docker/requirements.py "$role" "$extras"; printf 'setuptools>=68\nwheel\n')
+    if [ "$wanted" != "$(cat "$wheels/requirements.txt" 2>/dev/null)" ]; then
+      echo "== $tag: wheelhouse $wheels (host pip)"
+      "$PYTHON" -m pip wheel --quiet --disable-pip-version-check -w "$wheels" -r <(echo "$wanted") 2>&1 \
+        | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+      echo "$wanted" > "$wheels/requirements.txt"  # what it holds: the same next time, no pip
+    fi
     args+=(--build-arg "WHEELS=$wheels")
   else
     args+=(--build-arg "PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL:-}")
