@@ -73,3 +73,34 @@ def remove_containers(engine):
     yield names
     for name in names:
         subprocess.run([engine, "rm", "-f", name], capture_output=True, timeout=60)
+
+
+PODMAN_SOCKET = "/run/podman/podman.sock"
+
+
+def _api_answers() -> bool:
+    try:
+        ping = subprocess.run(["curl", "-s", "--max-time", "5", "--unix-socket", PODMAN_SOCKET,
+                               "http://d/_ping"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return ping.stdout.strip() == "OK"
+
+
+@pytest.fixture(scope="session")
+def compose(engine) -> dict[str, str]:
+    """docker-compose (Debian's 1.29) against podman's Docker API: the environment to run
+    it with. Set up (setup-podman.sh --compose --service) when missing and we are root."""
+    if (not shutil.which("docker-compose") or not _api_answers()) and os.geteuid() == 0:
+        setup = subprocess.run(["bash", str(SETUP), "--compose", "--service"],
+                               capture_output=True, text=True, timeout=1800)
+        assert setup.returncode == 0, f"setup-podman.sh --compose --service failed:\n{setup.stderr}"
+    if not shutil.which("docker-compose") or not _api_answers():
+        pytest.skip("docker-compose or podman's Docker API is missing; setting them up needs "
+                    "root: run `make containers` as root")
+    return {**os.environ, "DOCKER_HOST": f"unix://{PODMAN_SOCKET}"}
+
+
+@pytest.fixture(scope="session")
+def node_image(engine) -> str:
+    return build(engine, "node")

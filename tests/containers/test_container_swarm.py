@@ -106,8 +106,32 @@ def test_stopping_the_sl_node_stops_its_container_within_seconds(
     while containers_named(engine, name) and time.monotonic() - started < 60:
         time.sleep(0.5)
     took = time.monotonic() - started
+    print(f"{sig.name}: container gone {took:.1f} s after the signal")
     assert containers_named(engine, name) == [], f"container {name} still there after {took:.0f} s"
     # Before: Python as PID 1 ignored SIGTERM and the container was killed after 15 s.
     assert took < 12, f"the container took {took:.1f} s to stop"
     if sig == signal.SIGTERM:  # the program ended through its finally block
         assert "sleeper: stopping" in (tmp_path / "sl" / "ml-sidecar.log").read_text()
+
+
+@pytest.mark.timeout(900)
+def test_a_pytorch_image_sidecar_trains_the_cifar10_pytorch_example(
+        engine, torch_image, sites, start_sn, processes, remove_containers, tmp_path):
+    """The PyTorch image runs the example unchanged (ResNet-18, torchmetrics), one node."""
+    data, model = tmp_path / "data", tmp_path / "model"
+    synth.write_cifar10(data, train=100, test=50)
+    model.mkdir()
+    name = unique("swarm-test-torch")
+    remove_containers.append(name)
+    env = {"NODE_INDEX": "0", "NUM_NODES": "1", "MIN_PEERS": "1", "DATA_DIR": "/data",
+           "MODEL_DIR": "/model", "TRAIN_SAMPLES": "64", "TEST_SAMPLES": "32", "MAX_EPOCHS": "1",
+           "BATCH_SIZE": "32", "SYNC_FREQUENCY": "1", "OMP_NUM_THREADS": "1"}
+    sn = start_sn(sites[0])
+    node = processes(run_sl_container_argv(
+        sites[0], sn, tmp_path / "sl", torch_image, engine, "--ml-name", name,
+        "--ml-w", "/code/cifar10-pytorch", "--ml-cmd", "train.py",
+        "--ml-v", f"{REPO / 'examples'}:/code:ro", "--ml-v", f"{data}:/data:ro",
+        "--ml-v", f"{model}:/model", *[f"--ml-e={k}={v}" for k, v in env.items()]))
+    assert node.wait_exit(780) == 0, node.output[-4000:]
+    assert FINAL_LOG_LINE in node.output
+    assert list((model / "saved_models").iterdir())
