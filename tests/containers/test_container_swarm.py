@@ -5,6 +5,7 @@ or SIGKILL) stops its container within seconds."""
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import time
 import uuid
@@ -82,8 +83,16 @@ finally:
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("cli", ["podman", "docker"])
 def test_stopping_the_sl_node_stops_its_container_within_seconds(
-        sig, engine, numpy_image, sites, start_sn, processes, remove_containers, tmp_path):
+        cli, sig, engine, numpy_image, sites, start_sn, processes, remove_containers, tmp_path,
+        request):
+    """With podman, and with the docker CLI talking to podman's Docker API."""
+    env = None
+    if cli == "docker":
+        if not shutil.which("docker"):
+            pytest.skip("no docker client")
+        env = request.getfixturevalue("compose")  # DOCKER_HOST: podman's Docker API
     code, ro = tmp_path / "code", tmp_path / "ro"
     code.mkdir()
     ro.mkdir()
@@ -92,9 +101,9 @@ def test_stopping_the_sl_node_stops_its_container_within_seconds(
     remove_containers.append(name)
     sn = start_sn(sites[0])
     node = processes(run_sl_container_argv(
-        sites[0], sn, tmp_path / "sl", numpy_image, engine, "--ml-name", name,
+        sites[0], sn, tmp_path / "sl", numpy_image, cli, "--ml-name", name,
         "--ml-v", f"{code}:/job", "--ml-v", f"{ro}:/ro:ro", "--ml-w", "/job",
-        "--ml-e", "GREETING=hello", "--ml-cmd", "sleeper.py"))
+        "--ml-e", "GREETING=hello", "--ml-cmd", "sleeper.py"), env)
     node.wait_for("sleeping", 120)
     assert "ro-check: EROFS" in node.output  # :ro survived into the container
     assert "cwd /job GREETING hello" in node.output
@@ -106,7 +115,7 @@ def test_stopping_the_sl_node_stops_its_container_within_seconds(
     while containers_named(engine, name) and time.monotonic() - started < 60:
         time.sleep(0.5)
     took = time.monotonic() - started
-    print(f"{sig.name}: container gone {took:.1f} s after the signal")
+    print(f"{cli} {sig.name}: container gone {took:.1f} s after the signal")
     assert containers_named(engine, name) == [], f"container {name} still there after {took:.0f} s"
     # Before: Python as PID 1 ignored SIGTERM and the container was killed after 15 s.
     assert took < 12, f"the container took {took:.1f} s to stop"
