@@ -34,7 +34,7 @@ containers: $(STAMP)
 	 elif ! command -v podman >/dev/null; then \
 	   echo "make containers: podman is not installed and setting it up needs root: container tests will skip"; fi
 	@if command -v podman >/dev/null; then \
-	   PYTHON=$(CURDIR)/$(BIN)/python bash docker/build-images.sh $(CONTAINER_IMAGES); fi
+	   PYTHON=$(abspath $(BIN))/python bash docker/build-images.sh $(CONTAINER_IMAGES); fi
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo/run.py

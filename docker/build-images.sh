@@ -46,7 +46,7 @@ sources_hash() {  # what an image is built from; examples only for node images
   local dirs=(swarm sn_node sl_node ml_sidecar certs)
   [ "$1" = node ] && dirs+=(examples)
   { printf '%s\n' "$1" "$2" "$base" "${PIP_EXTRA_INDEX_URL:-}" "$wheelhouse"
-    find docker/Dockerfile docker/requirements.py docker/pip-install.sh pyproject.toml README.md \
+    find docker/Dockerfile docker/requirements.py docker/pip-install.sh pyproject.toml \
          "${dirs[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
          ! -path 'examples/*/data/*' ! -path 'examples/*/run/*' -print0 \
       | sort -z | xargs -0 sha256sum

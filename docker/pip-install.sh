@@ -9,6 +9,8 @@ set -eu
 from=""
 if ls /wheels/*.whl >/dev/null 2>&1; then from="--no-index --find-links /wheels"; fi
 if [ "$1" = project ]; then
+  # pyproject's readme: a stand-in, so that editing the README rebuilds no image.
+  [ -f /src/README.md ] || echo "swarm: see the project's README" > /src/README.md
   exec pip install --quiet $from --no-deps /src
 fi
 python /src/requirements.py "$1" "${2:-}" > /tmp/requirements.txt
