@@ -25,8 +25,9 @@ $(ANVIL):
 
 # A container engine and the images the container tests run (tests/containers): podman set
 # up by docker/setup-podman.sh (root; a no-op once done, about 2 min the first time), the
-# images built by docker/build-images.sh (skipped when built from the same sources). Not
-# root and no podman: the container tests skip, saying why.
+# images built by docker/build-images.sh (skipped when built from the same sources; about
+# 7 min the first time on a busy 2-core machine, a few seconds when up to date). Not root
+# and no podman: the container tests skip, saying why.
 CONTAINER_IMAGES ?= node numpy torch
 
 containers: $(STAMP)
