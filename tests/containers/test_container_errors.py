@@ -29,6 +29,9 @@ def test_ro_and_other_volume_options_reach_the_engine(tmp_path):
     argv = container_command(spec, Path("/var/swarm/sl-1/sl.sock"))
     assert f"{tmp_path}:/data:ro" in argv and f"{tmp_path}:/model" in argv
     assert "--init" in argv and argv[-2:] == ["swarm-ml:numpy", "train.py"]
+    assert "--rm" in argv
+    kept = container_command(SidecarSpec(cmd=[], image="i", keep=True), Path("/s/sl.sock"))
+    assert "--rm" not in kept  # --ml-keep
 
 
 def test_a_volume_path_that_does_not_exist_is_named(sites, tmp_path):
