@@ -9,6 +9,11 @@ with one line that says what is missing instead of a traceback mid-training:
 - $MODEL_DIR is creatable (the final model is saved under it).
 The program then runs as __main__ in this process; its exit status is the sidecar's,
 which run-sl passes on as its own.
+
+It stops when its SL node stops: SIGTERM (or SIGHUP) ends the program with SystemExit
+(its `finally` blocks run) even as a container's PID 1, where the default action would
+be ignored; and a watchdog ends it when the SL node's socket stops answering (the node
+was killed, say by SIGKILL), so that no orphaned sidecar keeps training.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from __future__ import annotations
 import argparse
 import os
 import runpy
+import signal
+import socket
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -24,6 +32,10 @@ from pathlib import Path
 ADDRESS_ENV = "SWARM_SL_ADDRESS"
 LOOPBACK_ENV = "SWARM_LOOPBACK"
 SHOWN_ENV = ("MODEL_DIR", "DATA_DIR", "MAX_EPOCHS", "MIN_PEERS")
+# Consecutive refused connections before the watchdog decides the SL node is gone.
+WATCHDOG_MISSES = 2
+# How long the program gets to end after the watchdog's SIGTERM before the process exits.
+WATCHDOG_GRACE_S = 10.0
 
 
 class SidecarSetupError(Exception):
@@ -35,6 +47,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         prog="ml_sidecar", description="Run a training program as a swarm ML sidecar.")
     parser.add_argument("--wait-s", type=float, default=60.0, metavar="S",
                         help="how long to wait for the SL node's socket (default 60)")
+    parser.add_argument("--watch-s", type=float, default=2.0, metavar="S",
+                        help="check every S seconds that the SL node still answers and stop "
+                             "when it does not (default 2; 0: never)")
     parser.add_argument("-m", dest="module", metavar="MODULE",
                         help="run a module (as python -m does) instead of a script")
     parser.add_argument("program", nargs=argparse.REMAINDER,
@@ -45,14 +60,15 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def wait_for_node(address: str, wait_s: float) -> None:
-    """Waits for a unix-socket SL node to be listening; TCP addresses are left to gRPC."""
+def wait_for_node(address: str, wait_s: float) -> Path | None:
+    """Waits for a unix-socket SL node to be listening and returns the socket's path;
+    TCP addresses are left to gRPC (None)."""
     if not address:
         raise SidecarSetupError(
             f"${ADDRESS_ENV} is not set: start this sidecar through run-sl (it sets the "
             f"SL node's address), or set {LOOPBACK_ENV}=true to train without the swarm")
     if not address.startswith("unix:"):
-        return
+        return None
     path = Path(address.split(":", 1)[1].removeprefix("//"))
     deadline = time.monotonic() + wait_s
     while not path.exists():
@@ -61,6 +77,56 @@ def wait_for_node(address: str, wait_s: float) -> None:
                 f"the SL node's socket {path} (from ${ADDRESS_ENV}) did not appear within "
                 f"{wait_s:g} s: is run-sl running, and is its socket directory mounted here?")
         time.sleep(0.1)
+    return path
+
+
+def _stop_on_signal(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def install_stop_handlers() -> None:
+    """SIGTERM/SIGHUP raise SystemExit in the main thread: the program ends through its
+    `finally` blocks, also as PID 1 (which ignores signals that have no handler)."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop_on_signal)
+
+
+def node_answers(path: Path) -> bool:
+    """False only when the SL node is certainly gone: its socket refuses connections or
+    has vanished. A slow answer counts as alive."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(5.0)
+            probe.connect(str(path))
+        return True
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError:
+        return True
+
+
+def start_watchdog(path: Path, every_s: float) -> threading.Thread:
+    """Stops this sidecar when its SL node stops answering: SIGTERM to itself (the program
+    ends as on any SIGTERM), then, if the program is stuck, exit after a grace period."""
+
+    def watch() -> None:
+        misses = 0
+        while True:
+            time.sleep(every_s)
+            misses = 0 if node_answers(path) else misses + 1
+            if misses >= WATCHDOG_MISSES:
+                break
+        print(f"ml_sidecar: the SL node at {path} stopped answering: stopping the "
+              f"training program", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(WATCHDOG_GRACE_S)
+        print("ml_sidecar: the training program did not stop: exiting", file=sys.stderr,
+              flush=True)
+        os._exit(128 + signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="sl-watchdog", daemon=True)
+    thread.start()
+    return thread
 
 
 def check_model_dir() -> None:
@@ -101,9 +167,12 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     loopback = os.environ.get(LOOPBACK_ENV, "").strip().lower() == "true"
+    install_stop_handlers()
     try:
         if not loopback:
-            wait_for_node(os.environ.get(ADDRESS_ENV, "").strip(), args.wait_s)
+            path = wait_for_node(os.environ.get(ADDRESS_ENV, "").strip(), args.wait_s)
+            if path is not None and args.watch_s > 0:
+                start_watchdog(path, args.watch_s)
         check_model_dir()
         shown = ", ".join(f"{k}={os.environ[k]}" for k in SHOWN_ENV if k in os.environ)
         program = args.module or args.program[0]

@@ -17,7 +17,7 @@ from swarm.daemon import detach
 
 from sl_node.local_service import SwarmLearningLocalServicer
 from sl_node.node import SLConfig, StartupError, SwarmLearningNode
-from sl_node.sidecar import Sidecar, SidecarSpec, parse_env, parse_volume
+from sl_node.sidecar import Sidecar, SidecarSpec, parse_env, parse_volume, prepare_container
 
 log = logging.getLogger("swarm.sl")
 READY_LINE = "SL node {node_id} ready on port: {port}"
@@ -48,15 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run the sidecar in this container image (docker or podman); "
                          "without it the sidecar is a local process")
     ml.add_argument("--ml-engine", choices=["docker", "podman"],
-                    help="container engine for --ml-image (default: whichever is installed)")
+                    help="container engine for --ml-image (default: docker if its daemon "
+                         "answers, else podman)")
     ml.add_argument("--ml-name", metavar="NAME", help="container name")
+    ml.add_argument("--ml-keep", action="store_true",
+                    help="keep the sidecar's container after it exits (default: removed)")
     ml.add_argument("--ml-w", metavar="DIR", help="the sidecar's working directory")
     ml.add_argument("--ml-entrypoint", metavar="CMD", help="program to run, e.g. python3")
     ml.add_argument("--ml-cmd", metavar="ARGS", default="",
                     help="its arguments, e.g. 'train.py --epochs 3' (one shell-quoted string)")
-    ml.add_argument("--ml-v", action="append", default=[], metavar="SRC:DST",
-                    help="mount SRC at DST (repeatable); for a local process, paths under DST "
-                         "in the command and environment are rewritten to SRC")
+    ml.add_argument("--ml-v", action="append", default=[], metavar="SRC:DST[:ro]",
+                    help="mount SRC at DST (repeatable; SRC must exist; options such as ro "
+                         "go to the engine); for a local process, paths under DST in the "
+                         "command and environment are rewritten to SRC")
     ml.add_argument("--ml-e", action="append", default=[], metavar="KEY=VALUE",
                     help="environment variable for the sidecar (repeatable), e.g. MAX_EPOCHS=5")
     run = p.add_argument_group("process")
@@ -102,7 +106,7 @@ def parse(argv: list[str]) -> tuple[SLConfig, SidecarSpec, argparse.Namespace]:
                       peer_timeout_s=args.peer_timeout)
     spec = SidecarSpec(cmd=cmd, entrypoint=entrypoint, workdir=args.ml_w, env=env,
                        volumes=volumes, image=args.ml_image, name=args.ml_name,
-                       engine=args.ml_engine)
+                       engine=args.ml_engine, keep=args.ml_keep)
     return config, spec, args
 
 
@@ -129,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     # for the node's socket to appear.
     config.socket_path.unlink(missing_ok=True)  # a stale socket from an earlier run
     try:
+        if spec.image:
+            spec = prepare_container(spec)
         sidecar = Sidecar(spec, config.socket_path, config.data_dir / "ml-sidecar.log")
     except ValueError as error:
         print(f"run-sl: error: {error}", file=sys.stderr)

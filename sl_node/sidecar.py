@@ -9,7 +9,7 @@ import shutil
 import signal
 import subprocess
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 log = logging.getLogger("swarm.sl.ml")
@@ -18,6 +18,28 @@ log = logging.getLogger("swarm.sl.ml")
 CONTAINER_SOCKET_DIR = "/swarm-sl"
 # How long a stopped sidecar gets to save its work before it is killed.
 STOP_GRACE_S = 15.0
+ENGINES = ("docker", "podman")
+# How long an engine gets to say it answers (a docker client with no daemon fails at once).
+ENGINE_PROBE_S = 20.0
+# What each engine's `info` prints when its daemon (or, for podman, its storage) answers.
+ENGINE_PROBE = {"docker": "{{.ServerVersion}}", "podman": "{{.Version.Version}}"}
+
+
+class EngineError(ValueError):
+    """--ml-image cannot run: no engine answers, or the image is not there; one line."""
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One --ml-v SRC:DST[:OPTIONS]; OPTIONS (ro, z, ...) go to the engine unchanged."""
+
+    src: str  # on the host, absolute
+    dst: str  # in the sidecar
+    options: str = ""
+
+    @property
+    def mount(self) -> str:
+        return f"{self.src}:{self.dst}" + (f":{self.options}" if self.options else "")
 
 
 @dataclass(frozen=True)
@@ -28,18 +50,24 @@ class SidecarSpec:
     entrypoint: list[str] = field(default_factory=list)
     workdir: str | None = None
     env: dict[str, str] = field(default_factory=dict)
-    volumes: list[tuple[str, str]] = field(default_factory=list)  # (host SRC, sidecar DST)
+    volumes: list[Volume] = field(default_factory=list)
     image: str | None = None
     name: str | None = None
     engine: str | None = None  # docker | podman, for --ml-image
+    keep: bool = False  # keep the container after it exits (--ml-keep)
 
 
-def parse_volume(text: str) -> tuple[str, str]:
-    src, sep, dst = text.partition(":")
-    if not sep or not src or not dst:
-        raise ValueError(f"--ml-v {text!r} is not SRC:DST")
-    dst = dst.split(":")[0]  # drop docker's ':ro' style options
-    return str(Path(src).expanduser().resolve()), dst
+def parse_volume(text: str) -> Volume:
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise ValueError(f"--ml-v {text!r} is not SRC:DST or SRC:DST:OPTIONS")
+    src = Path(parts[0]).expanduser().resolve()
+    if not src.exists():
+        # An engine would create it, empty and root-owned: almost always a typo.
+        raise ValueError(f"--ml-v {text!r}: {src} does not exist on this host")
+    if not parts[1].startswith("/"):
+        raise ValueError(f"--ml-v {text!r}: the sidecar path {parts[1]!r} must be absolute")
+    return Volume(str(src), parts[1], parts[2] if len(parts) == 3 else "")
 
 
 def parse_env(text: str) -> tuple[str, str]:
@@ -49,11 +77,12 @@ def parse_env(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _host_path(value: str, volumes: list[tuple[str, str]]) -> str:
+def _host_path(value: str, volumes: list[Volume]) -> str:
     """Maps a path the program sees (a volume's DST) to the host (its SRC): local runs."""
-    for src, dst in sorted(volumes, key=lambda v: -len(v[1])):
-        if value == dst or value.startswith(dst.rstrip("/") + "/"):
-            return src + value[len(dst.rstrip("/")):]
+    for volume in sorted(volumes, key=lambda v: -len(v.dst)):
+        dst = volume.dst.rstrip("/")
+        if value == volume.dst or value.startswith(dst + "/"):
+            return volume.src + value[len(dst):]
     return value
 
 
@@ -70,17 +99,75 @@ def local_command(spec: SidecarSpec, socket_path: Path) -> tuple[list[str], dict
     return argv, env, workdir
 
 
-def container_command(spec: SidecarSpec, socket_path: Path) -> list[str]:
-    """The docker/podman CLI command that runs the sidecar with the SL socket mounted."""
-    engine = spec.engine or next((e for e in ("docker", "podman") if shutil.which(e)), "docker")
-    argv = [engine, "run", "--rm", "-v", f"{socket_path.parent}:{CONTAINER_SOCKET_DIR}",
-            "-e", f"SWARM_SL_ADDRESS=unix://{CONTAINER_SOCKET_DIR}/{socket_path.name}"]
+def _engine_problem(engine: str) -> str | None:
+    """Why `engine` cannot run containers now (not installed, no daemon), or None."""
+    if not shutil.which(engine):
+        return "not installed"
+    try:
+        probe = subprocess.run([engine, "info", "--format", ENGINE_PROBE[engine]],
+                               capture_output=True, text=True, timeout=ENGINE_PROBE_S,
+                               stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return f"`{engine} info` did not answer within {ENGINE_PROBE_S:g} s"
+    if probe.returncode == 0 and probe.stdout.strip():
+        return None
+    lines = [line.strip() for line in (probe.stderr or probe.stdout).splitlines() if line.strip()]
+    return lines[-1] if lines else f"`{engine} info` exited {probe.returncode}"
+
+
+def select_engine(requested: str | None) -> str:
+    """The engine to run --ml-image with: the requested one if it answers, else the first
+    of docker and podman that answers (a docker client with no daemon is passed over)."""
+    if requested:
+        problem = _engine_problem(requested)
+        if problem:
+            raise EngineError(f"--ml-engine {requested}: {problem}")
+        return requested
+    problems = {}
+    for engine in ENGINES:
+        problems[engine] = _engine_problem(engine)
+        if problems[engine] is None:
+            return engine
+    tried = "; ".join(f"{engine}: {problem}" for engine, problem in problems.items())
+    raise EngineError(f"no container engine answers for --ml-image ({tried}); install podman "
+                      f"(docker/setup-podman.sh) or start the docker daemon, or drop --ml-image "
+                      f"to run the sidecar as a local process")
+
+
+def check_image(engine: str, image: str) -> None:
+    """The image must be there already: pulling from a registry no one can reach would
+    only fail late, after retries."""
+    found = subprocess.run([engine, "image", "inspect", "--format", "{{.Id}}", image],
+                           capture_output=True, text=True, timeout=ENGINE_PROBE_S,
+                           stdin=subprocess.DEVNULL)
+    if found.returncode != 0:
+        raise EngineError(f"--ml-image {image}: no such image in {engine} (build it, e.g. "
+                          f"docker/build-images.sh, or `{engine} pull {image}` first)")
+
+
+def prepare_container(spec: SidecarSpec) -> SidecarSpec:
+    """The spec with its engine chosen and its image checked; EngineError says what is wrong."""
+    engine = select_engine(spec.engine)
+    check_image(engine, spec.image)
+    return replace(spec, engine=engine)
+
+
+def container_command(spec: SidecarSpec, socket_path: Path, cidfile: Path | None = None) -> list[str]:
+    """The docker/podman CLI command that runs the sidecar with the SL socket mounted.
+
+    `--init`: a small init is PID 1 and passes SIGTERM on, so a program without its own
+    handler still stops; `--cidfile`: the SL node can stop the container by id."""
+    argv = [spec.engine or "docker", "run"] + ([] if spec.keep else ["--rm"]) + [
+        "--init", "-v", f"{socket_path.parent}:{CONTAINER_SOCKET_DIR}",
+        "-e", f"SWARM_SL_ADDRESS=unix://{CONTAINER_SOCKET_DIR}/{socket_path.name}"]
+    if cidfile is not None:
+        argv += ["--cidfile", str(cidfile)]
     if spec.name:
         argv += ["--name", spec.name]
     if spec.workdir:
         argv += ["-w", spec.workdir]
-    for src, dst in spec.volumes:
-        argv += ["-v", f"{src}:{dst}"]
+    for volume in spec.volumes:
+        argv += ["-v", volume.mount]
     for key, value in spec.env.items():
         argv += ["-e", f"{key}={value}"]
     if spec.entrypoint:
@@ -90,7 +177,8 @@ def container_command(spec: SidecarSpec, socket_path: Path) -> list[str]:
 
 
 def _die_with_parent() -> None:
-    """Linux: the local sidecar gets SIGTERM if its SL node dies, even by SIGKILL."""
+    """Linux: the local sidecar (or the engine's CLI, which passes the signal on to its
+    container) gets SIGTERM if its SL node dies, even by SIGKILL."""
     try:
         import ctypes
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -105,14 +193,17 @@ class Sidecar:
     def __init__(self, spec: SidecarSpec, socket_path: Path, log_path: Path):
         self.spec = spec
         self.log_path = log_path
+        self.cidfile: Path | None = None
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         if spec.image:
-            argv, env, workdir = container_command(spec, socket_path), None, None
+            self.cidfile = log_path.parent / "ml-sidecar.cid"
+            self.cidfile.unlink(missing_ok=True)  # engines refuse an existing cidfile
+            argv, env, workdir = container_command(spec, socket_path, self.cidfile), None, None
         else:
             argv, env, workdir = local_command(spec, socket_path)
         if not argv:
             raise ValueError("no ML program to run: give --ml-cmd (and --ml-entrypoint)")
         log.info("starting the ML sidecar: %s", shlex.join(argv))
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.proc = subprocess.Popen(argv, env=env, cwd=workdir, stdin=subprocess.DEVNULL,
@@ -136,23 +227,51 @@ class Sidecar:
         self._pump.join(5)
         return code
 
+    def _container_id(self) -> str | None:
+        if self.cidfile is None:
+            return None
+        try:
+            return self.cidfile.read_text().strip() or None
+        except OSError:  # not written yet: the container is still being created
+            return None
+
+    def _engine(self, *args: str, timeout_s: float) -> None:
+        try:
+            subprocess.run([self.spec.engine or "docker", *args], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout_s)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            log.warning("%s %s: %s", self.spec.engine, args[0], error)
+
     def request_stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """SIGTERM now and SIGKILL after `grace_s` if it still runs; returns at once, so a
-        signal handler can call it while the main thread is blocked in wait()."""
-        if self.proc.poll() is None:
+        signal handler can call it while the main thread is blocked in wait().
+
+        A container is stopped through its engine (by the id in the cidfile), so that it
+        stops even where the CLI would not pass the signal on; its output keeps flowing
+        into the log until it has exited."""
+        if self.proc.poll() is not None:
+            return
+        cid = self._container_id()
+        if cid:
+            threading.Thread(target=self._engine, name="ml-stop", daemon=True,
+                             args=("stop", "--time", str(int(grace_s)), cid),
+                             kwargs={"timeout_s": grace_s + 30}).start()
+        else:
             self.proc.terminate()
-            killer = threading.Timer(grace_s, self._kill_if_running)
-            killer.daemon = True
-            killer.start()
+        killer = threading.Timer(grace_s + (5 if cid else 0), self._kill_if_running)
+        killer.daemon = True
+        killer.start()
 
     def _kill_if_running(self) -> None:
         if self.proc.poll() is None:
+            cid = self._container_id()
+            if cid:
+                self._engine("kill", cid, timeout_s=30)
             self.proc.kill()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        self.request_stop()
+        try:
+            self.proc.wait(STOP_GRACE_S + 10)
+        except subprocess.TimeoutExpired:
+            self._kill_if_running()

@@ -196,6 +196,31 @@ def verify_sha256(spec: Spec, path: Path, expected: str, shown: str) -> None:
                         f"expected {want}; the file is corrupt, truncated or another file")
 
 
+# tarfile's extraction filters came with Python 3.11.4 (Debian 12 ships 3.11.2).
+HAS_TAR_FILTERS = hasattr(tarfile, "data_filter")
+
+
+def extract_all(tar: tarfile.TarFile, dest: Path, filters: bool = HAS_TAR_FILTERS) -> None:
+    """``tar.extractall(dest, filter="data")``, or where Python lacks filters the same
+    refusals by hand: only regular files and directories, every one inside ``dest``,
+    no set-id bits, owned by whoever extracts (the data sets hold nothing else)."""
+    if filters:
+        tar.extractall(dest, filter="data")
+        return
+    root = os.path.realpath(dest)
+    members = []
+    for member in tar.getmembers():
+        target = os.path.realpath(os.path.join(root, member.name))
+        if not (member.isfile() or member.isdir()):
+            raise tarfile.TarError(f"{member.name!r} is a link or special file")
+        if os.path.isabs(member.name) or os.path.commonpath([root, target]) != root:
+            raise tarfile.TarError(f"{member.name!r} would be extracted outside {root}")
+        member.mode = (member.mode & 0o755) | (0o700 if member.isdir() else 0o600)
+        member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+        members.append(member)
+    tar.extractall(dest, members=members, numeric_owner=True)
+
+
 def extract(spec: Spec, archive: Path, work: Scratch, shown: str) -> Path:
     """Unpacks ``archive`` into the scratch directory; returns its ``spec.folder``.
 
@@ -204,7 +229,7 @@ def extract(spec: Spec, archive: Path, work: Scratch, shown: str) -> Path:
     """
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(work.path, filter="data")
+            extract_all(tar, work.path)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise DataError(f"{spec.name}: {shown} is truncated or corrupt "
                         f"({reason(error)}); fetch it again") from None

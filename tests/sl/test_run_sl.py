@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sl_node.sidecar import SidecarSpec, container_command, local_command, parse_volume
+from sl_node.sidecar import SidecarSpec, Volume, container_command, local_command, parse_volume
 
 from swarm_testing import REPO
 
@@ -36,6 +36,7 @@ def test_run_sl_says_what_is_missing(sites):
 
 def test_a_local_sidecar_sees_volume_paths_rewritten_to_the_host(tmp_path):
     src = tmp_path / "model"
+    src.mkdir()
     spec = SidecarSpec(cmd=["train.py", "--out", "/tmp/test/model/run1"],
                        entrypoint=["python3"], workdir="/tmp/test/model",
                        env={"MODEL_DIR": "/tmp/test/model", "OTHER": "/elsewhere"},
@@ -49,7 +50,7 @@ def test_a_local_sidecar_sees_volume_paths_rewritten_to_the_host(tmp_path):
 
 def test_a_container_sidecar_gets_the_socket_directory_mounted():
     spec = SidecarSpec(cmd=["train.py"], entrypoint=["python3"], workdir="/job",
-                       env={"MAX_EPOCHS": "3"}, volumes=[("/data/a", "/data")],
+                       env={"MAX_EPOCHS": "3"}, volumes=[Volume("/data/a", "/data")],
                        image="user/train:1", name="ml-1", engine="podman")
     argv = container_command(spec, Path("/var/swarm/sl-1/sl.sock"))
     assert argv[:3] == ["podman", "run", "--rm"]
