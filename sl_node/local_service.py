@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import grpc
 import numpy as np
@@ -52,7 +53,9 @@ class SwarmLearningLocalServicer(lpb_grpc.SwarmLearningLocalServicer):
         except (SessionError, SwarmNetworkError) as error:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
 
-    def _weights(self, request_iterator, context) -> tuple[lpb.SyncHeader, np.ndarray | None]:
+    def _weights(self, request_iterator, context, times: lpb.HandoffTimes
+                 ) -> tuple[lpb.SyncHeader, np.ndarray | None]:
+        started = time.perf_counter()
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("part") != "header":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a sync starts with its header")
@@ -70,33 +73,43 @@ class SwarmLearningLocalServicer(lpb_grpc.SwarmLearningLocalServicer):
             for chunk in request_iterator:
                 assembler.add(chunk.data)
             flat = np.frombuffer(assembler.finish(), dtype=layout.wire)
+            received = time.perf_counter()
+            times.receive_s = received - started
             check_finite(flat, layout, who="the ML sidecar's update")
+            times.check_s = time.perf_counter() - received
         except WeightsError as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         return header, flat
 
-    def _reply(self, result: lpb.SyncResult, model):
+    def _reply(self, result: lpb.SyncResult, model, times: lpb.HandoffTimes):
+        result.times.CopyFrom(times)
         yield lpb.WeightChunk(result=result)
         if model is not None:
             yield from iter_chunks(memoryview(model.flat.view(np.uint8)), CHUNK_BYTES)
 
     def Sync(self, request_iterator, context):
-        header, flat = self._weights(request_iterator, context)
+        times = lpb.HandoffTimes()
+        header, flat = self._weights(request_iterator, context, times)
         if not header.weight <= 100:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"node weightage {header.weight} is outside 1..100")
+        started = time.perf_counter()
         try:
             result, model = self._node.sync(flat, header.weight or 1,
                                             begin=header.kind == lpb.SyncHeader.BEGIN)
         except (SessionError, SwarmNetworkError) as error:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
-        yield from self._reply(result, model)
+        times.node_s = time.perf_counter() - started
+        yield from self._reply(result, model, times)
 
     def Finish(self, request_iterator, context):
-        header, flat = self._weights(request_iterator, context)
+        times = lpb.HandoffTimes()
+        header, flat = self._weights(request_iterator, context, times)
+        started = time.perf_counter()
         try:
             result, model = self._node.finish(flat, header.weight or 1,
                                               header.checkin_model_on_train_end or "inactive")
         except (SessionError, SwarmNetworkError) as error:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
-        yield from self._reply(result, model)
+        times.node_s = time.perf_counter() - started
+        yield from self._reply(result, model, times)

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -33,6 +34,25 @@ class LocalChannelError(RuntimeError):
     def __init__(self, message: str, code: grpc.StatusCode | None = None):
         super().__init__(message)
         self.code = code
+
+
+@dataclass
+class Handoff:
+    """How one Sync or Finish went, as this side saw it (perf_counter seconds), with the
+    SL node's own split (`node`: receive_s, check_s, node_s, write_s). For figures."""
+
+    call: str
+    path: str  # "region" | "socket"
+    started: float = 0.0   # the call began (before the weights were sent)
+    sent: float = 0.0      # the update was handed over (copied, or streamed out)
+    answered: float = 0.0  # the SyncResult arrived
+    done: float = 0.0      # the merged weights are ready to load
+    node: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"call": self.call, "path": self.path, "started": self.started,
+                "sent": self.sent, "answered": self.answered, "done": self.done,
+                "node": self.node}
 
 
 def resolve_address(address: str | None = None) -> str:
@@ -90,6 +110,7 @@ class LocalChannel:
                                         response_deserializer=pb.WeightChunk.FromString)
             for name in ("Sync", "Finish"))
         self._ready = False
+        self.last_handoff: Handoff | None = None
 
     def close(self) -> None:
         self._channel.close()
@@ -173,23 +194,27 @@ class LocalChannel:
     def _exchange(self, call: str, method, header: pb.SyncHeader,
                   flat: np.ndarray) -> tuple[pb.SyncResult, np.ndarray | None]:
         self.wait_ready()
+        handoff = Handoff(call, "socket", started=time.perf_counter())
         flat = np.ascontiguousarray(flat).reshape(-1)
         try:
             # No wait_for_ready: wait_ready() found the SL node already, and an SL node
             # that has gone away must fail the round now, not after the long bound.
-            replies = method(self._requests(header, flat), timeout=self.round_timeout_s)
-            result, data = self._receive(call, replies, flat)
+            replies = method(self._requests(header, flat, handoff), timeout=self.round_timeout_s)
+            result, data = self._receive(call, replies, flat, handoff)
         except grpc.RpcError as error:
             raise self._error(call, error, self.round_timeout_s) from None
+        handoff.done = time.perf_counter()
+        self.last_handoff = handoff
         return result, data
 
-    def _requests(self, header: pb.SyncHeader,
-                  flat: np.ndarray) -> Iterator[pb.WeightChunk | memoryview]:
+    def _requests(self, header: pb.SyncHeader, flat: np.ndarray,
+                  handoff: Handoff) -> Iterator[pb.WeightChunk | memoryview]:
         yield pb.WeightChunk(header=header)
         # Memoryviews of `flat`, serialized as WeightChunk.data with a single copy.
         yield from iter_chunks(flat, chunk_bytes=self.chunk_bytes)
+        handoff.sent = time.perf_counter()
 
-    def _receive(self, call: str, replies, flat: np.ndarray):
+    def _receive(self, call: str, replies, flat: np.ndarray, handoff: Handoff):
         who = f"SL node {self.address} {call} reply"
         result = None
         assembler = None
@@ -199,6 +224,9 @@ class LocalChannel:
                 if part != "result":
                     raise LocalChannelError(f"{who}: expected a SyncResult first, got {part or 'an empty message'}")
                 result = message.result
+                handoff.answered = time.perf_counter()
+                handoff.node = {k: getattr(result.times, k)
+                                for k in ("receive_s", "check_s", "node_s", "write_s")}
                 if result.total_bytes == 0:
                     continue
                 if result.total_bytes != flat.nbytes:
