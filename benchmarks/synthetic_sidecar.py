@@ -36,16 +36,19 @@ def main() -> int:
     model_dir.mkdir(parents=True, exist_ok=True)
     records = (model_dir / "handoff.jsonl").open("w", encoding="utf-8")
     before = [0.0]
+    set_times = [0.0, 0.0]
 
     def set_weights(new):
+        set_times[0] = time.perf_counter()
         weights["w"] = np.array(new["w"], dtype=np.float32)
+        set_times[1] = time.perf_counter()
 
     channel = LocalChannel()
 
     def merged(round_no: int) -> None:
         handoff = channel.last_handoff
         records.write(json.dumps({"round": round_no, "before": before[0],
-                                  "loaded": time.perf_counter(),
+                                  "set": set_times, "loaded": time.perf_counter(),
                                   "handoff": handoff.as_dict() if handoff else None}) + "\n")
         records.flush()
 
