@@ -12,7 +12,8 @@ embedded ledger, mTLS on loopback) and a model of M bytes, per configuration:
   sidecar's call to the SL node's round: transfer or region, and the node's NaN/Inf
   scan), node-other (the SL node's call less its logged round: the digest, SN status
   and the commit), down (merged weights back: transfer or region), load (NaN/Inf scan,
-  unflatten, set_weights at the sidecar),
+  unflatten, set_weights at the sidecar), and the sidecar's CPU seconds per sync (on a
+  shared machine, wall times stretch with the load; CPU time does not),
 - the path the hand-off took (region: shared memory; socket: gRPC chunks).
 
     .venv/bin/python benchmarks/sidecar_interval.py [--nodes 2 4] [--sizes-mb 1 45]
@@ -114,7 +115,7 @@ def summarise(per_round: dict, records: list[list[dict]], nodes: int) -> dict:
             sl_round[r] = (min(v[1] for v in by_node.values())
                            + max(v[2] for v in by_node.values()))
     intervals, parts, paths = [], {k: [] for k in
-                                   ("flatten", "up", "node_other", "down", "load")}, set()
+                                   ("flatten", "up", "node_other", "down", "load", "cpu")}, set()
     for node_records in records:
         by_round = {rec["round"]: rec for rec in node_records}
         for r, rec in by_round.items():
@@ -128,6 +129,7 @@ def summarise(per_round: dict, records: list[list[dict]], nodes: int) -> dict:
             n = h["node"]
             parts["flatten"].append(h["started"] - rec["before"])
             parts["load"].append(rec["loaded"] - h["done"])
+            parts["cpu"].append(rec["cpu_s"])
             parts["down"].append(h["done"] - h["answered"] + n["write_s"])
             call = h["answered"] - h["started"]
             parts["up"].append(call - n["node_s"] - n["write_s"])
@@ -259,9 +261,10 @@ def main() -> int:
         echo(args.sizes_mb, args.rounds, args.paths)
         return 0
     table = Table(title=f"Rounds as the sidecar sees them, loopback with mTLS "
-                        f"({os.cpu_count()} CPU cores; medians over rounds)")
+                        f"({os.cpu_count()} CPU cores, load average at start "
+                        f"{os.getloadavg()[0]:.1f}; medians over rounds)")
     for column in ("N", "model", "path", "SL round", "interval", "interval/round",
-                   "flatten", "up", "node-other", "down", "load", "rounds"):
+                   "flatten", "up", "node-other", "down", "load", "sidecar CPU", "rounds"):
         table.add_column(column, justify="right")
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -273,12 +276,13 @@ def main() -> int:
                     per_round, records = run_swarm(ws, tmp, nodes, model_bytes, args.rounds,
                                                    path)
                     s = summarise(per_round, records, nodes)
-                    ms = {k: f"{s[k] * 1000:.0f} ms" for k in
-                          ("sl_round", "interval", "flatten", "up", "node_other", "down", "load")}
+                    ms = {k: f"{s[k] * 1000:.0f} ms" for k in ("sl_round", "interval", "flatten",
+                                                              "up", "node_other", "down",
+                                                              "load", "cpu")}
                     table.add_row(str(nodes), f"{size_mb:g} MB", s["paths"], ms["sl_round"],
                                   ms["interval"], f"{s['interval'] / s['sl_round']:.2f}",
                                   ms["flatten"], ms["up"], ms["node_other"], ms["down"],
-                                  ms["load"], str(s["n"]))
+                                  ms["load"], ms["cpu"], str(s["n"]))
                     print(f"done: N={nodes}, {size_mb:g} MB, {path}", file=sys.stderr,
                           flush=True)
     Console(width=160).print(table)

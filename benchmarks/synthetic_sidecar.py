@@ -6,8 +6,8 @@ elements x 4), ROUNDS, optionally SHAPE (e.g. "64x10", the weights' shape instea
 NODE_WEIGHTAGE. The initial weights are standard normal, seeded by NODE_INDEX.
 
 Records, under MODEL_DIR: handoff.jsonl, one line per sync that loaded a merged model
-(perf_counter times: before the sync, the channel's Handoff, the merged model
-loaded), and final.json with the SHA-256 of the final weights' bytes.
+(perf_counter times: before the sync, the channel's Handoff, set_weights, the merged
+model loaded; the sidecar's CPU seconds for the sync), and final.json with the SHA-256 of the final weights' bytes.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def main() -> int:
     model_dir = Path(os.environ.get("MODEL_DIR") or "./model")
     model_dir.mkdir(parents=True, exist_ok=True)
     records = (model_dir / "handoff.jsonl").open("w", encoding="utf-8")
-    before = [0.0]
+    before = [0.0, 0.0]  # perf_counter, process CPU seconds
     set_times = [0.0, 0.0]
 
     def set_weights(new):
@@ -49,6 +49,7 @@ def main() -> int:
         handoff = channel.last_handoff
         records.write(json.dumps({"round": round_no, "before": before[0],
                                   "set": set_times, "loaded": time.perf_counter(),
+                                  "cpu_s": time.process_time() - before[1],
                                   "handoff": handoff.as_dict() if handoff else None}) + "\n")
         records.flush()
 
@@ -57,11 +58,11 @@ def main() -> int:
                              nodeWeightage=int(os.environ.get("NODE_WEIGHTAGE", "1")),
                              checkinModelOnTrainEnd="inactive", channel=channel)
     callback.add_merge_listener(merged)
-    before[0] = time.perf_counter()
+    before[:] = time.perf_counter(), time.process_time()
     callback.on_train_begin()
     for _ in range(rounds):
         weights["w"] += np.float32(0.01)  # "training"
-        before[0] = time.perf_counter()
+        before[:] = time.perf_counter(), time.process_time()
         callback.on_batch_end()
         if callback.swarm_done:
             break

@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 
 from swarm.network.sn_client import SwarmNetworkError
-from swarm.network.wire import chunk_serializer
+from swarm.network.wire import chunk_deserializer, chunk_serializer
 from swarm.protos import local_api_pb2 as lpb
 from swarm.protos import local_api_pb2_grpc as lpb_grpc
 from swarm.tensors import Assembler, WeightsError, check_finite, iter_chunks
@@ -21,6 +21,15 @@ from sl_node.node import SessionError, SwarmLearningNode
 
 log = logging.getLogger("swarm.sl.local")
 CHUNK_BYTES = 1 << 20
+
+
+def _chunk_data(chunk) -> memoryview | bytes:
+    if isinstance(chunk, memoryview):
+        return chunk
+    if chunk.WhichOneof("part") != "data":
+        raise WeightsError(f"the ML sidecar sent a {chunk.WhichOneof('part') or 'empty'} "
+                           "message among its weight chunks")
+    return chunk.data
 
 
 class SwarmLearningLocalServicer(lpb_grpc.SwarmLearningLocalServicer):
@@ -44,10 +53,12 @@ class SwarmLearningLocalServicer(lpb_grpc.SwarmLearningLocalServicer):
         self._region_lock = threading.Lock()
 
     def add_to_server(self, server: grpc.Server) -> None:
-        """The generated registration, except that weights go out as raw chunks
-        (one copy each instead of protobuf's three, see swarm.network.wire)."""
-        raw = chunk_serializer(lpb.WeightChunk.DESCRIPTOR.fields_by_name["data"].number)
-        chunks = {"request_deserializer": lpb.WeightChunk.FromString, "response_serializer": raw}
+        """The generated registration, except that weights travel as raw chunks
+        (one copy each way instead of protobuf's three, see swarm.network.wire)."""
+        field = lpb.WeightChunk.DESCRIPTOR.fields_by_name["data"].number
+        # Data chunks arrive as views of gRPC's bytes, without protobuf's copy.
+        chunks = {"request_deserializer": chunk_deserializer(lpb.WeightChunk, field),
+                  "response_serializer": chunk_serializer(field)}
         handlers = {
             "Hello": grpc.unary_unary_rpc_method_handler(
                 self.Hello, request_deserializer=lpb.HelloRequest.FromString,
@@ -101,7 +112,7 @@ class SwarmLearningLocalServicer(lpb_grpc.SwarmLearningLocalServicer):
 
     def _header(self, request_iterator, context) -> lpb.SyncHeader:
         first = next(request_iterator, None)
-        if first is None or first.WhichOneof("part") != "header":
+        if first is None or isinstance(first, memoryview) or first.WhichOneof("part") != "header":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a sync starts with its header")
         if self._node.layout is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "call Hello first")
@@ -121,7 +132,7 @@ class SwarmLearningLocalServicer(lpb_grpc.SwarmLearningLocalServicer):
             else:
                 assembler = Assembler(header.total_bytes, who="the ML sidecar")
                 for chunk in request_iterator:
-                    assembler.add(chunk.data)
+                    assembler.add(_chunk_data(chunk))
                 flat = np.frombuffer(assembler.finish(), dtype=layout.wire)
             received = time.perf_counter()
             times.receive_s = received - started

@@ -14,7 +14,7 @@ import numpy as np
 
 from swarm.protos import local_api_pb2 as pb
 from swarm.protos import local_api_pb2_grpc as pb_grpc
-from swarm.network.wire import chunk_serializer
+from swarm.network.wire import chunk_deserializer, chunk_serializer
 from swarm.tensors import Assembler, Layout, WeightsError, iter_chunks
 from swarm.tensors.region import DATA_OFFSET, RegionError, SharedRegion
 
@@ -119,10 +119,12 @@ class LocalChannel:
         self._stub = pb_grpc.SwarmLearningLocalStub(self._channel)
         # Weights go out as raw chunks (one copy each, see swarm.network.wire).
         service = pb.DESCRIPTOR.services_by_name["SwarmLearningLocal"].full_name
-        serialize = chunk_serializer(pb.WeightChunk.DESCRIPTOR.fields_by_name["data"].number)
+        field = pb.WeightChunk.DESCRIPTOR.fields_by_name["data"].number
+        # ... and come back as views of gRPC's bytes, without protobuf's copy.
         self._sync_call, self._finish_call = (
-            self._channel.stream_stream(f"/{service}/{name}", request_serializer=serialize,
-                                        response_deserializer=pb.WeightChunk.FromString)
+            self._channel.stream_stream(
+                f"/{service}/{name}", request_serializer=chunk_serializer(field),
+                response_deserializer=chunk_deserializer(pb.WeightChunk, field))
             for name in ("Sync", "Finish"))
         self._ready = False
         self.last_handoff: Handoff | None = None
@@ -306,7 +308,8 @@ class LocalChannel:
         assembler = None
         merged = None
         for message in replies:
-            part = message.WhichOneof("part")
+            raw = message if isinstance(message, memoryview) else None
+            part = "data" if raw is not None else message.WhichOneof("part")
             if result is None:
                 if part != "result":
                     raise LocalChannelError(f"{who}: expected a SyncResult first, got {part or 'an empty message'}")
@@ -333,7 +336,7 @@ class LocalChannel:
                 raise LocalChannelError(f"{who}: sent weight data after announcing none (total_bytes 0)")
             else:
                 try:
-                    assembler.add(message.data)
+                    assembler.add(raw if raw is not None else message.data)
                 except WeightsError as error:
                     raise LocalChannelError(f"{error}") from None
         if result is None:
