@@ -75,12 +75,14 @@ class SwarmLearningLocalServicer(lpb_grpc.SwarmLearningLocalServicer):
             reply = self._node.hello(request.config_json, request.layout_json, request.framework)
         except (SessionError, SwarmNetworkError) as error:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
-        if request.HasField("region"):
-            self._attach(request.region, reply)
+        self._attach(request.region if request.HasField("region") else None, reply)
         return reply
 
-    def _attach(self, offer: lpb.RegionOffer, reply: lpb.HelloReply) -> None:
-        """Maps the sidecar's region if it is usable here; says why not otherwise."""
+    def _attach(self, offer: lpb.RegionOffer | None, reply: lpb.HelloReply) -> None:
+        """Maps the sidecar's region, if it offers one usable here (and says why not
+        otherwise), in place of any earlier sidecar's."""
+        if offer is None and self._region is None:
+            return
         if not self._region_lock.acquire(blocking=False):
             # A sidecar that restarted while its predecessor's round still runs.
             reply.region_refused = "an earlier sync through the shared region is still running"
@@ -91,6 +93,8 @@ class SwarmLearningLocalServicer(lpb_grpc.SwarmLearningLocalServicer):
             if self._region is not None:
                 self._region.close()
                 self._region = None
+            if offer is None:
+                return
             needed = DATA_OFFSET + self._node.layout.nbytes
             try:
                 if offer.size != needed:

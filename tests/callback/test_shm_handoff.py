@@ -226,8 +226,12 @@ def test_a_bad_region_header_is_refused_clearly_and_the_node_carries_on(
 def test_a_region_header_without_a_region_is_refused(local_service):
     node, address = local_service()
     layout, flat = _model()
+    with LocalChannel(address) as earlier:  # an earlier sidecar's region ...
+        earlier.hello(PARAMS, layout, "numpy")
+        assert earlier.path == "region"
     channel, hello, sync = _raw_calls(address)
     with channel:
+        # ... is dropped at the next Hello that offers none.
         hello(lpb.HelloRequest(config_json=PARAMS.to_config_json(),
                                layout_json=layout.to_json(), framework="numpy"), timeout=30)
         header = lpb.SyncHeader(weight=1, total_bytes=flat.nbytes, region=lpb.RegionRef(
