@@ -49,6 +49,7 @@ sys.path.insert(0, str(HERE))
 
 from sn_control_plane import SN, Workspace, free_port  # noqa: E402
 
+RUN_TIMEOUT_S = 900.0  # a swarm that stalls (e.g. a round never sealed) fails its row
 ROUND = re.compile(r"round (\d+) merged with (\d+) peers in ([\d.]+) s \(control ([\d.]+) s, "
                    r"exchange ([\d.]+) s")
 
@@ -84,8 +85,14 @@ def run_swarm(ws: Workspace, tmp: Path, nodes: int, model_bytes: int, rounds: in
                              daemon=True).start()
             procs.append(proc)
             outputs.append(lines)
+        deadline = time.monotonic() + RUN_TIMEOUT_S
         for proc, lines in zip(procs, outputs):
-            if proc.wait(1800) != 0:
+            try:
+                code = proc.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"the swarm did not finish within {RUN_TIMEOUT_S:.0f} s; "
+                                   "an SL node's last lines:\n" + "".join(lines[-10:])) from None
+            if code != 0:
                 raise RuntimeError("an SL node failed:\n" + "".join(lines[-30:]))
         time.sleep(0.3)
     finally:
@@ -273,8 +280,14 @@ def main() -> int:
             model_bytes = int(size_mb * 1e6) // 4 * 4
             for nodes in args.nodes:
                 for path in args.paths:
-                    per_round, records = run_swarm(ws, tmp, nodes, model_bytes, args.rounds,
-                                                   path)
+                    try:
+                        per_round, records = run_swarm(ws, tmp, nodes, model_bytes,
+                                                       args.rounds, path)
+                    except RuntimeError as error:
+                        print(f"N={nodes}, {size_mb:g} MB, {path}: {error}", file=sys.stderr)
+                        table.add_row(str(nodes), f"{size_mb:g} MB", path, "failed",
+                                      *[""] * 9)
+                        continue
                     s = summarise(per_round, records, nodes)
                     ms = {k: f"{s[k] * 1000:.0f} ms" for k in ("sl_round", "interval", "flatten",
                                                               "up", "node_other", "down",
