@@ -50,6 +50,7 @@ def main() -> int:
         records.write(json.dumps({"round": round_no, "before": before[0],
                                   "set": set_times, "loaded": time.perf_counter(),
                                   "cpu_s": time.process_time() - before[1],
+                                  "cpu_now": time.process_time(),
                                   "handoff": handoff.as_dict() if handoff else None}) + "\n")
         records.flush()
 

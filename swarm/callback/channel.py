@@ -50,12 +50,13 @@ class Handoff:
     sent: float = 0.0      # the update was handed over (copied, or streamed out)
     answered: float = 0.0  # the SyncResult arrived
     done: float = 0.0      # the merged weights are ready to load
+    done_cpu: float = 0.0  # this process's CPU seconds (time.process_time) then
     node: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"call": self.call, "path": self.path, "started": self.started,
                 "sent": self.sent, "answered": self.answered, "done": self.done,
-                "node": self.node}
+                "done_cpu": self.done_cpu, "node": self.node}
 
 
 def resolve_address(address: str | None = None) -> str:
@@ -278,7 +279,7 @@ class LocalChannel:
             result, data = self._receive(call, replies, flat, handoff)
         except grpc.RpcError as error:
             raise self._error(call, error, self.round_timeout_s) from None
-        handoff.done = time.perf_counter()
+        handoff.done, handoff.done_cpu = time.perf_counter(), time.process_time()
         self.last_handoff = handoff
         return result, data
 
