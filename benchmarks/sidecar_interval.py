@@ -12,8 +12,9 @@ embedded ledger, mTLS on loopback) and a model of M bytes, per configuration:
   sidecar's call to the SL node's round: transfer or region, and the node's NaN/Inf
   scan), node-other (the SL node's call less its logged round: the digest, SN status
   and the commit), down (merged weights back: transfer or region), load (NaN/Inf scan,
-  unflatten, set_weights at the sidecar), and the sidecar's CPU seconds per sync (on a
-  shared machine, wall times stretch with the load; CPU time does not),
+  unflatten, set_weights at the sidecar; also as the sidecar's CPU time), and the
+  sidecar's CPU seconds per sync (on a shared machine, wall times stretch with the
+  load; CPU time much less),
 - the path the hand-off took (region: shared memory; socket: gRPC chunks).
 
     .venv/bin/python benchmarks/sidecar_interval.py [--nodes 2 4] [--sizes-mb 1 45]
@@ -122,7 +123,8 @@ def summarise(per_round: dict, records: list[list[dict]], nodes: int) -> dict:
             sl_round[r] = (min(v[1] for v in by_node.values())
                            + max(v[2] for v in by_node.values()))
     intervals, parts, paths = [], {k: [] for k in
-                                   ("flatten", "up", "node_other", "down", "load", "cpu")}, set()
+                                   ("flatten", "up", "node_other", "down", "load", "load_cpu",
+                                    "cpu")}, set()
     for node_records in records:
         by_round = {rec["round"]: rec for rec in node_records}
         for r, rec in by_round.items():
@@ -137,6 +139,7 @@ def summarise(per_round: dict, records: list[list[dict]], nodes: int) -> dict:
             parts["flatten"].append(h["started"] - rec["before"])
             parts["load"].append(rec["loaded"] - h["done"])
             parts["cpu"].append(rec["cpu_s"])
+            parts["load_cpu"].append(rec["cpu_now"] - h["done_cpu"])
             parts["down"].append(h["done"] - h["answered"] + n["write_s"])
             call = h["answered"] - h["started"]
             parts["up"].append(call - n["node_s"] - n["write_s"])
@@ -271,7 +274,8 @@ def main() -> int:
                         f"({os.cpu_count()} CPU cores, load average at start "
                         f"{os.getloadavg()[0]:.1f}; medians over rounds)")
     for column in ("N", "model", "path", "SL round", "interval", "interval/round",
-                   "flatten", "up", "node-other", "down", "load", "sidecar CPU", "rounds"):
+                   "flatten", "up", "node-other", "down", "load", "load CPU", "sidecar CPU",
+                   "rounds"):
         table.add_column(column, justify="right")
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -286,16 +290,16 @@ def main() -> int:
                     except RuntimeError as error:
                         print(f"N={nodes}, {size_mb:g} MB, {path}: {error}", file=sys.stderr)
                         table.add_row(str(nodes), f"{size_mb:g} MB", path, "failed",
-                                      *[""] * 9)
+                                      *[""] * 10)
                         continue
                     s = summarise(per_round, records, nodes)
                     ms = {k: f"{s[k] * 1000:.0f} ms" for k in ("sl_round", "interval", "flatten",
                                                               "up", "node_other", "down",
-                                                              "load", "cpu")}
+                                                              "load", "load_cpu", "cpu")}
                     table.add_row(str(nodes), f"{size_mb:g} MB", s["paths"], ms["sl_round"],
                                   ms["interval"], f"{s['interval'] / s['sl_round']:.2f}",
                                   ms["flatten"], ms["up"], ms["node_other"], ms["down"],
-                                  ms["load"], ms["cpu"], str(s["n"]))
+                                  ms["load"], ms["load_cpu"], ms["cpu"], str(s["n"]))
                     print(f"done: N={nodes}, {size_mb:g} MB, {path}", file=sys.stderr,
                           flush=True)
     Console(width=160).print(table)
