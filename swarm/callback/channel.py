@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -13,10 +14,13 @@ import numpy as np
 
 from swarm.protos import local_api_pb2 as pb
 from swarm.protos import local_api_pb2_grpc as pb_grpc
-from swarm.network.wire import chunk_serializer
+from swarm.network.wire import chunk_deserializer, chunk_serializer
 from swarm.tensors import Assembler, Layout, WeightsError, iter_chunks
+from swarm.tensors.region import DATA_OFFSET, RegionError, SharedRegion
 
 ADDRESS_ENV = "SWARM_SL_ADDRESS"
+# "off" keeps the weights on the socket even where shared memory would work.
+SHM_ENV = "SWARM_SHM"
 CHUNK_BYTES = 1 << 20
 # A round waits for the slowest peer and Finish for min_peers nodes to end their
 # epochs, which can take hours; the SL node, not this bound, drops dead peers.
@@ -33,6 +37,26 @@ class LocalChannelError(RuntimeError):
     def __init__(self, message: str, code: grpc.StatusCode | None = None):
         super().__init__(message)
         self.code = code
+
+
+@dataclass
+class Handoff:
+    """How one Sync or Finish went, as this side saw it (perf_counter seconds), with the
+    SL node's own split (`node`: receive_s, check_s, node_s, write_s). For figures."""
+
+    call: str
+    path: str  # "region" | "socket"
+    started: float = 0.0   # the call began (before the weights were sent)
+    sent: float = 0.0      # the update was handed over (copied, or streamed out)
+    answered: float = 0.0  # the SyncResult arrived
+    done: float = 0.0      # the merged weights are ready to load
+    done_cpu: float = 0.0  # this process's CPU seconds (time.process_time) then
+    node: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"call": self.call, "path": self.path, "started": self.started,
+                "sent": self.sent, "answered": self.answered, "done": self.done,
+                "done_cpu": self.done_cpu, "node": self.node}
 
 
 def resolve_address(address: str | None = None) -> str:
@@ -55,19 +79,31 @@ def _unix_path(address: str) -> Path | None:
     return None
 
 
+def _shm_wanted() -> bool:
+    return os.environ.get(SHM_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
+
+
 class LocalChannel:
     """Carries one sidecar's calls to its SL node: Hello, Sync rounds and Finish.
 
-    Responsible for finding the SL node (waiting, bounded, for its socket), streaming
-    the flat weight vector out in ~1 MiB chunks behind a header, reassembling the
-    answer with exactly the announced number of bytes, and turning every gRPC failure
-    into a LocalChannelError a user can act on. It knows nothing about models.
+    Responsible for finding the SL node (waiting, bounded, for its socket), moving the
+    flat weight vector each way, and turning every gRPC failure into a
+    LocalChannelError a user can act on. It knows nothing about models.
+
+    The weights take the shared-memory region the Hello set up when the SL node could
+    map it (same host, same /dev/shm, same user): a call then carries only where they
+    are and a sequence number, and the merged weights come back in the same place.
+    Otherwise, logged once, they stream over the socket in ~1 MiB chunks behind a
+    header, and the answer is reassembled with exactly the announced number of bytes.
     """
 
     def __init__(self, address: str | None = None, *, connect_timeout_s: float = 120.0,
                  round_timeout_s: float | None = ROUND_TIMEOUT_S,
-                 chunk_bytes: int = CHUNK_BYTES, logger: logging.Logger | None = None):
+                 chunk_bytes: int = CHUNK_BYTES, logger: logging.Logger | None = None,
+                 shared_memory: bool | None = None):
         self.address = resolve_address(address)
+        # None: on unless SWARM_SHM=off; it is used only if the SL node can map it.
+        self.shared_memory = _shm_wanted() if shared_memory is None else shared_memory
         self.connect_timeout_s = connect_timeout_s
         self.round_timeout_s = round_timeout_s
         self.chunk_bytes = chunk_bytes
@@ -84,15 +120,40 @@ class LocalChannel:
         self._stub = pb_grpc.SwarmLearningLocalStub(self._channel)
         # Weights go out as raw chunks (one copy each, see swarm.network.wire).
         service = pb.DESCRIPTOR.services_by_name["SwarmLearningLocal"].full_name
-        serialize = chunk_serializer(pb.WeightChunk.DESCRIPTOR.fields_by_name["data"].number)
+        field = pb.WeightChunk.DESCRIPTOR.fields_by_name["data"].number
+        # ... and come back as views of gRPC's bytes, without protobuf's copy.
         self._sync_call, self._finish_call = (
-            self._channel.stream_stream(f"/{service}/{name}", request_serializer=serialize,
-                                        response_deserializer=pb.WeightChunk.FromString)
+            self._channel.stream_stream(
+                f"/{service}/{name}", request_serializer=chunk_serializer(field),
+                response_deserializer=chunk_deserializer(pb.WeightChunk, field))
             for name in ("Sync", "Finish"))
         self._ready = False
+        self.last_handoff: Handoff | None = None
+        self._region: SharedRegion | None = None
+        self._seq = 0
+
+    @property
+    def path(self) -> str:
+        """How the weights travel now: "region" (shared memory) or "socket"."""
+        return "region" if self._region is not None else "socket"
+
+    def send_buffer(self) -> np.ndarray | None:
+        """The region's data as a writeable byte array (None on the socket path): a
+        vector flattened straight into it (Layout.flatten(out=...view(dtype))) is
+        sent without a copy. Its contents change with every call."""
+        if self._region is None:
+            return None
+        return self._region.array(DATA_OFFSET, self._region.data_bytes, np.uint8,
+                                  "send buffer")
 
     def close(self) -> None:
+        self._drop_region()
         self._channel.close()
+
+    def _drop_region(self) -> None:
+        if self._region is not None:
+            self._region.close()
+            self._region = None
 
     def __enter__(self) -> LocalChannel:
         return self
@@ -146,10 +207,37 @@ class LocalChannel:
         self.wait_ready()
         request = pb.HelloRequest(config_json=params.to_config_json(),
                                   layout_json=layout.to_json(), framework=framework)
+        self._drop_region()
+        region = self._offer_region(layout) if self.shared_memory else None
+        if region is not None:
+            request.region.CopyFrom(pb.RegionOffer(name=region.name, size=region.size,
+                                                   nonce=region.nonce))
         try:
-            return self._stub.Hello(request, timeout=HELLO_TIMEOUT_S, wait_for_ready=True)
+            reply = self._stub.Hello(request, timeout=HELLO_TIMEOUT_S, wait_for_ready=True)
         except grpc.RpcError as error:
             raise self._error("Hello", error, HELLO_TIMEOUT_S) from None
+        finally:
+            if region is not None:
+                region.unlink()  # mapped by the SL node, or not wanted: no name left behind
+        if region is not None:
+            if reply.region_accepted:
+                self._region = region
+                self.log.info("Weights go to the SL node through shared memory (%s, %.1f MiB)",
+                              region.name, region.data_bytes / 2**20)
+            else:
+                region.close()
+                self.log.info("The SL node cannot map this program's shared memory (%s): "
+                              "weights go over the socket", reply.region_refused or
+                              "an SL node without shared-memory support")
+        return reply
+
+    def _offer_region(self, layout: Layout) -> SharedRegion | None:
+        try:
+            return SharedRegion.create(layout.nbytes)
+        except RegionError as error:
+            self.log.info("No shared memory for the weights (%s): they go over the socket",
+                          error)
+            return None
 
     def sync(self, flat: np.ndarray, weight: int,
              kind: str = "regular") -> tuple[pb.SyncResult, np.ndarray | None]:
@@ -173,50 +261,89 @@ class LocalChannel:
     def _exchange(self, call: str, method, header: pb.SyncHeader,
                   flat: np.ndarray) -> tuple[pb.SyncResult, np.ndarray | None]:
         self.wait_ready()
+        region = self._region
+        if region is not None and flat.nbytes != region.data_bytes:
+            raise LocalChannelError(f"{call}: the flat vector has {flat.nbytes} bytes, the "
+                                    f"model this channel said Hello with {region.data_bytes}")
+        handoff = Handoff(call, self.path, started=time.perf_counter())
         flat = np.ascontiguousarray(flat).reshape(-1)
+        if region is not None:
+            requests = iter([pb.WeightChunk(header=self._to_region(header, flat, region))])
+            handoff.sent = time.perf_counter()
+        else:
+            requests = self._requests(header, flat, handoff)
         try:
             # No wait_for_ready: wait_ready() found the SL node already, and an SL node
             # that has gone away must fail the round now, not after the long bound.
-            replies = method(self._requests(header, flat), timeout=self.round_timeout_s)
-            result, data = self._receive(call, replies, flat)
+            replies = method(requests, timeout=self.round_timeout_s)
+            result, data = self._receive(call, replies, flat, handoff)
         except grpc.RpcError as error:
             raise self._error(call, error, self.round_timeout_s) from None
+        handoff.done, handoff.done_cpu = time.perf_counter(), time.process_time()
+        self.last_handoff = handoff
         return result, data
 
-    def _requests(self, header: pb.SyncHeader,
-                  flat: np.ndarray) -> Iterator[pb.WeightChunk | memoryview]:
+    def _to_region(self, header: pb.SyncHeader, flat: np.ndarray,
+                   region: SharedRegion) -> pb.SyncHeader:
+        """Puts the update in the region (no copy if it was flattened there) and says
+        where, under the next sequence number, which the control page gets last."""
+        self._seq += 1
+        data = region.array(DATA_OFFSET, flat.nbytes, flat.dtype, "update")
+        if data.ctypes.data != flat.ctypes.data:
+            np.copyto(data, flat)
+        region.up_seq = self._seq
+        header.region.CopyFrom(pb.RegionRef(offset=DATA_OFFSET, length=flat.nbytes,
+                                            seq=self._seq))
+        return header
+
+    def _requests(self, header: pb.SyncHeader, flat: np.ndarray,
+                  handoff: Handoff) -> Iterator[pb.WeightChunk | memoryview]:
         yield pb.WeightChunk(header=header)
         # Memoryviews of `flat`, serialized as WeightChunk.data with a single copy.
         yield from iter_chunks(flat, chunk_bytes=self.chunk_bytes)
+        handoff.sent = time.perf_counter()
 
-    def _receive(self, call: str, replies, flat: np.ndarray):
+    def _receive(self, call: str, replies, flat: np.ndarray, handoff: Handoff):
         who = f"SL node {self.address} {call} reply"
         result = None
         assembler = None
+        merged = None
         for message in replies:
-            part = message.WhichOneof("part")
+            raw = message if isinstance(message, memoryview) else None
+            part = "data" if raw is not None else message.WhichOneof("part")
             if result is None:
                 if part != "result":
                     raise LocalChannelError(f"{who}: expected a SyncResult first, got {part or 'an empty message'}")
                 result = message.result
+                handoff.answered = time.perf_counter()
+                handoff.node = {k: getattr(result.times, k)
+                                for k in ("receive_s", "check_s", "node_s", "write_s")}
                 if result.total_bytes == 0:
                     continue
                 if result.total_bytes != flat.nbytes:
                     raise LocalChannelError(
                         f"{who}: announces {result.total_bytes} bytes of merged weights, "
                         f"but this model's flat vector has {flat.nbytes} bytes")
+                if result.HasField("region"):
+                    merged = self._from_region(who, result.region, flat)
+                    continue
                 assembler = Assembler(result.total_bytes, limit_bytes=flat.nbytes, who=who)
             elif part != "data":
                 raise LocalChannelError(f"{who}: expected weight data after the SyncResult, got {part or 'an empty message'}")
+            elif merged is not None:
+                raise LocalChannelError(f"{who}: sent weight data after putting the merged "
+                                        "weights in the shared region")
             elif assembler is None:
                 raise LocalChannelError(f"{who}: sent weight data after announcing none (total_bytes 0)")
             else:
                 try:
-                    assembler.add(message.data)
+                    assembler.add(raw if raw is not None else message.data)
                 except WeightsError as error:
                     raise LocalChannelError(f"{error}") from None
         if result is None:
             raise LocalChannelError(f"{who}: the stream ended without a SyncResult")
+        if merged is not None:
+            return result, merged
         if assembler is None:
             return result, None
         try:
@@ -224,6 +351,26 @@ class LocalChannel:
         except WeightsError as error:
             raise LocalChannelError(f"{error}") from None
         return result, np.frombuffer(buffer, dtype=flat.dtype)
+
+    def _from_region(self, who: str, ref: pb.RegionRef, flat: np.ndarray) -> np.ndarray:
+        """The merged weights where the SL node says it wrote them, checked: this call's
+        sequence number in the reply and in the control page, the model's length, a
+        span inside the region. A read-only view, valid until the next call."""
+        region = self._region
+        if region is None:
+            raise LocalChannelError(f"{who}: points into a shared region this channel "
+                                    "never set up")
+        if ref.seq != self._seq or region.down_seq != self._seq:
+            raise LocalChannelError(
+                f"{who}: merged weights for call {ref.seq} (control page: "
+                f"{region.down_seq}), but this is call {self._seq}")
+        if ref.length != flat.nbytes:
+            raise LocalChannelError(f"{who}: {ref.length} bytes of merged weights in the "
+                                    f"region, but this model's flat vector has {flat.nbytes}")
+        try:
+            return region.array(ref.offset, ref.length, flat.dtype, who, writeable=False)
+        except RegionError as error:
+            raise LocalChannelError(str(error)) from None
 
     def _error(self, call: str, error: grpc.RpcError,
                timeout_s: float | None) -> LocalChannelError:

@@ -44,3 +44,29 @@ def chunk_serializer(field_number: int) -> Callable[[Message | memoryview], byte
         return item.SerializeToString()
 
     return serialize
+
+
+def chunk_deserializer(message_class: type[Message],
+                       field_number: int) -> Callable[[bytes], Message | memoryview]:
+    """The receiving half of chunk_serializer: a message that is only bytes field
+    `field_number` comes back as a zero-copy memoryview of the received bytes (what
+    protobuf would copy out); anything else is parsed by `message_class`."""
+    tag = field_number << 3 | _LENGTH_DELIMITED
+    if tag >= 0x80:
+        raise ValueError(f"field {field_number} needs a multi-byte tag")
+
+    def deserialize(raw: bytes) -> Message | memoryview:
+        if raw[:1] == bytes((tag,)):
+            length, shift, pos = 0, 0, 1
+            while pos < len(raw) and pos < 11:
+                byte = raw[pos]
+                length |= (byte & 0x7F) << shift
+                pos += 1
+                if not byte & 0x80:
+                    if pos + length == len(raw):
+                        return memoryview(raw)[pos:]
+                    break
+                shift += 7
+        return message_class.FromString(raw)
+
+    return deserialize

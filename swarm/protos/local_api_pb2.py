@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cswarm/protos/local_api.proto\x12\x0bswarm.local\"K\n\x0cHelloRequest\x12\x13\n\x0b\x63onfig_json\x18\x01 \x01(\t\x12\x13\n\x0blayout_json\x18\x02 \x01(\t\x12\x11\n\tframework\x18\x03 \x01(\t\"e\n\nHelloReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tmin_peers\x18\x02 \x01(\r\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12\x1e\n\x16merged_model_available\x18\x04 \x01(\x08\"\xa1\x01\n\nSyncHeader\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.swarm.local.SyncHeader.Kind\x12\x0e\n\x06weight\x18\x02 \x01(\r\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\"\n\x1a\x63heckin_model_on_train_end\x18\x04 \x01(\t\"\x1e\n\x04Kind\x12\x0b\n\x07REGULAR\x10\x00\x12\t\n\x05\x42\x45GIN\x10\x01\"\x82\x01\n\nSyncResult\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x14\n\x0cparticipants\x18\x02 \x01(\r\x12\x15\n\rmerged_digest\x18\x03 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x12\n\nswarm_done\x18\x06 \x01(\x08\"{\n\x0bWeightChunk\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.swarm.local.SyncHeaderH\x00\x12)\n\x06result\x18\x02 \x01(\x0b\x32\x17.swarm.local.SyncResultH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part2\xd3\x01\n\x12SwarmLearningLocal\x12;\n\x05Hello\x12\x19.swarm.local.HelloRequest\x1a\x17.swarm.local.HelloReply\x12>\n\x04Sync\x12\x18.swarm.local.WeightChunk\x1a\x18.swarm.local.WeightChunk(\x01\x30\x01\x12@\n\x06\x46inish\x12\x18.swarm.local.WeightChunk\x1a\x18.swarm.local.WeightChunk(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cswarm/protos/local_api.proto\x12\x0bswarm.local\"u\n\x0cHelloRequest\x12\x13\n\x0b\x63onfig_json\x18\x01 \x01(\t\x12\x13\n\x0blayout_json\x18\x02 \x01(\t\x12\x11\n\tframework\x18\x03 \x01(\t\x12(\n\x06region\x18\x04 \x01(\x0b\x32\x18.swarm.local.RegionOffer\"8\n\x0bRegionOffer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\r\n\x05nonce\x18\x03 \x01(\x0c\"\x96\x01\n\nHelloReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tmin_peers\x18\x02 \x01(\r\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12\x1e\n\x16merged_model_available\x18\x04 \x01(\x08\x12\x17\n\x0fregion_accepted\x18\x05 \x01(\x08\x12\x16\n\x0eregion_refused\x18\x06 \x01(\t\"8\n\tRegionRef\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\x0b\n\x03seq\x18\x03 \x01(\x04\"S\n\x0cHandoffTimes\x12\x11\n\treceive_s\x18\x01 \x01(\x01\x12\x0f\n\x07\x63heck_s\x18\x02 \x01(\x01\x12\x0e\n\x06node_s\x18\x03 \x01(\x01\x12\x0f\n\x07write_s\x18\x04 \x01(\x01\"\xc9\x01\n\nSyncHeader\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.swarm.local.SyncHeader.Kind\x12\x0e\n\x06weight\x18\x02 \x01(\r\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\"\n\x1a\x63heckin_model_on_train_end\x18\x04 \x01(\t\x12&\n\x06region\x18\x05 \x01(\x0b\x32\x16.swarm.local.RegionRef\"\x1e\n\x04Kind\x12\x0b\n\x07REGULAR\x10\x00\x12\t\n\x05\x42\x45GIN\x10\x01\"\xd4\x01\n\nSyncResult\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x14\n\x0cparticipants\x18\x02 \x01(\r\x12\x15\n\rmerged_digest\x18\x03 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x12\n\nswarm_done\x18\x06 \x01(\x08\x12&\n\x06region\x18\x07 \x01(\x0b\x32\x16.swarm.local.RegionRef\x12(\n\x05times\x18\x08 \x01(\x0b\x32\x19.swarm.local.HandoffTimes\"{\n\x0bWeightChunk\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.swarm.local.SyncHeaderH\x00\x12)\n\x06result\x18\x02 \x01(\x0b\x32\x17.swarm.local.SyncResultH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part2\xd3\x01\n\x12SwarmLearningLocal\x12;\n\x05Hello\x12\x19.swarm.local.HelloRequest\x1a\x17.swarm.local.HelloReply\x12>\n\x04Sync\x12\x18.swarm.local.WeightChunk\x1a\x18.swarm.local.WeightChunk(\x01\x30\x01\x12@\n\x06\x46inish\x12\x18.swarm.local.WeightChunk\x1a\x18.swarm.local.WeightChunk(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,17 +32,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'swarm.protos.local_api_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HELLOREQUEST']._serialized_start=45
-  _globals['_HELLOREQUEST']._serialized_end=120
-  _globals['_HELLOREPLY']._serialized_start=122
-  _globals['_HELLOREPLY']._serialized_end=223
-  _globals['_SYNCHEADER']._serialized_start=226
-  _globals['_SYNCHEADER']._serialized_end=387
-  _globals['_SYNCHEADER_KIND']._serialized_start=357
-  _globals['_SYNCHEADER_KIND']._serialized_end=387
-  _globals['_SYNCRESULT']._serialized_start=390
-  _globals['_SYNCRESULT']._serialized_end=520
-  _globals['_WEIGHTCHUNK']._serialized_start=522
-  _globals['_WEIGHTCHUNK']._serialized_end=645
-  _globals['_SWARMLEARNINGLOCAL']._serialized_start=648
-  _globals['_SWARMLEARNINGLOCAL']._serialized_end=859
+  _globals['_HELLOREQUEST']._serialized_end=162
+  _globals['_REGIONOFFER']._serialized_start=164
+  _globals['_REGIONOFFER']._serialized_end=220
+  _globals['_HELLOREPLY']._serialized_start=223
+  _globals['_HELLOREPLY']._serialized_end=373
+  _globals['_REGIONREF']._serialized_start=375
+  _globals['_REGIONREF']._serialized_end=431
+  _globals['_HANDOFFTIMES']._serialized_start=433
+  _globals['_HANDOFFTIMES']._serialized_end=516
+  _globals['_SYNCHEADER']._serialized_start=519
+  _globals['_SYNCHEADER']._serialized_end=720
+  _globals['_SYNCHEADER_KIND']._serialized_start=690
+  _globals['_SYNCHEADER_KIND']._serialized_end=720
+  _globals['_SYNCRESULT']._serialized_start=723
+  _globals['_SYNCRESULT']._serialized_end=935
+  _globals['_WEIGHTCHUNK']._serialized_start=937
+  _globals['_WEIGHTCHUNK']._serialized_end=1060
+  _globals['_SWARMLEARNINGLOCAL']._serialized_start=1063
+  _globals['_SWARMLEARNINGLOCAL']._serialized_end=1274
 # @@protoc_insertion_point(module_scope)

@@ -10,7 +10,10 @@ received, without ever seeing the rest of the vector.
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -18,6 +21,42 @@ from .layout import BLOCK_BYTES, Buffer, Layout, WeightsError
 
 DIGEST_TAG = b"swarm-weights-v1"
 HASH_BYTES = 32
+# Vectors at least this large are hashed by several threads at once: hashlib drops
+# the GIL while it hashes a block, so the blocks of a 45 MB model spread over cores.
+PARALLEL_MIN_BYTES = 4 << 20
+HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _hash_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="block-hash")
+        return _pool
+
+
+def _hash_run(raw: memoryview, start: int, stop: int) -> list[bytes]:
+    sha = hashlib.sha256
+    # Slicing a memoryview copies nothing; hashlib drops the GIL on large buffers.
+    return [sha(raw[i:i + BLOCK_BYTES]).digest() for i in range(start, stop, BLOCK_BYTES)]
+
+
+def _hash_blocks(raw: memoryview) -> list[bytes]:
+    """SHA-256 of each block of raw, in order; threads share the work when it is big."""
+    count = -(-raw.nbytes // BLOCK_BYTES)
+    if raw.nbytes < PARALLEL_MIN_BYTES or HASH_THREADS == 1:
+        return _hash_run(raw, 0, raw.nbytes)
+    per = -(-count // HASH_THREADS) * BLOCK_BYTES
+    runs = [(start, min(start + per, raw.nbytes)) for start in range(0, raw.nbytes, per)]
+    pool = _hash_pool()
+    # This thread takes the first run itself instead of waiting idle.
+    futures = [pool.submit(_hash_run, raw, start, stop) for start, stop in runs[1:]]
+    out = _hash_run(raw, *runs[0])
+    for future in futures:
+        out += future.result()
+    return out
 
 
 def as_bytes(data: Buffer) -> memoryview:
@@ -42,10 +81,7 @@ def block_hashes(data: Buffer, first_block: int = 0) -> list[bytes]:
     """
     if first_block < 0:
         raise WeightsError(f"first block must be >= 0, got {first_block}")
-    raw = as_bytes(data)
-    sha = hashlib.sha256
-    # Slicing a memoryview copies nothing; hashlib drops the GIL on large buffers.
-    return [sha(raw[i:i + BLOCK_BYTES]).digest() for i in range(0, raw.nbytes, BLOCK_BYTES)]
+    return _hash_blocks(as_bytes(data))
 
 
 def digest_from_hashes(layout_fingerprint: bytes, hashes: Sequence[bytes]) -> bytes:
@@ -99,10 +135,9 @@ def verify_blocks(data: Buffer, first_block: int, hashes: Sequence[bytes], who: 
             f"{who}: block {last} is short ({raw.nbytes % BLOCK_BYTES} of {BLOCK_BYTES} bytes) "
             f"but is not the last block of the vector ({total - 1})"
         )
-    sha = hashlib.sha256
-    for j in range(count):
-        start = j * BLOCK_BYTES
-        if sha(raw[start:start + BLOCK_BYTES]).digest() != hashes[first_block + j]:
+    for j, got in enumerate(_hash_blocks(raw)):
+        if got != hashes[first_block + j]:
+            start = j * BLOCK_BYTES
             index = first_block + j
             raise WeightsError(
                 f"{who}: block {index} of {total} (vector bytes {index * BLOCK_BYTES}.."

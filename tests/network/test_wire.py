@@ -24,3 +24,20 @@ def test_serializer_sends_headers_as_messages_and_views_as_the_data_field():
     assert serialize(header) == header.SerializeToString()
     parsed = lpb.WeightChunk.FromString(serialize(memoryview(b"hello")))
     assert parsed.WhichOneof("part") == "data" and parsed.data == b"hello"
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16383, 16384, 1 << 20])
+def test_raw_chunks_come_back_as_views_of_the_data_field(size):
+    from swarm.network.wire import chunk_deserializer
+    field = lpb.WeightChunk.DESCRIPTOR.fields_by_name["data"].number
+    serialize = chunk_serializer(field)
+    deserialize = chunk_deserializer(lpb.WeightChunk, field)
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    view = deserialize(serialize(memoryview(data)))
+    assert isinstance(view, memoryview) and view == data
+    header = lpb.WeightChunk(header=lpb.SyncHeader(total_bytes=5))
+    assert deserialize(serialize(header)) == header
+    # A data field followed by anything else is a message, parsed as one.
+    mixed = serialize(memoryview(data)) + lpb.WeightChunk(
+        header=lpb.SyncHeader(total_bytes=1)).SerializeToString()
+    assert not isinstance(deserialize(mixed), memoryview)
