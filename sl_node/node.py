@@ -29,8 +29,8 @@ from swarm.tensors import (
     weights_digest,
 )
 
-from sl_node.exchange import (ByteCounter, Exchange, Gate, Inboxes, Peer, RoundFailed,
-                              RoundPlan, hook_from_env)
+from sl_node.exchange import (ByteCounter, Exchange, Gate, Inboxes, Peer, ReceiptAgreement,
+                              RoundFailed, RoundPlan, hook_from_env)
 from sl_node.peer_service import SwarmLearningPeerServicer, add_to_server
 
 log = logging.getLogger("swarm.sl")
@@ -103,8 +103,11 @@ class SwarmLearningNode:
         self.latest: MergedModel | None = None
         self.last_round = 0
         self.swarm_done = False
+        # Validity decided from receipts the SN freezes once for everyone (one SN; with
+        # several the SN says so and the exchange falls back to the owners' vote).
         self.exchange = Exchange(self._channel, self.inboxes, self.counter,
-                                 config.peer_timeout_s, hook=hook_from_env())
+                                 config.peer_timeout_s, agreement=ReceiptAgreement(self.sn),
+                                 hook=hook_from_env())
 
     # --- start / stop -----------------------------------------------------------------
 
