@@ -31,6 +31,7 @@ from swarm.tensors import (
 
 from sl_node.exchange import (ByteCounter, Exchange, Gate, Inboxes, Peer, ReceiptAgreement,
                               RoundFailed, RoundPlan, hook_from_env)
+from sl_node.exchange.gate import Revocations
 from sl_node.peer_service import SwarmLearningPeerServicer, add_to_server
 
 log = logging.getLogger("swarm.sl")
@@ -92,6 +93,7 @@ class SwarmLearningNode:
         self.sn = SNClient(config.sn_target, tls, timeout_s=30.0)
         self.counter = ByteCounter()
         self.inboxes = Inboxes()  # buffers for the current round only
+        self.revocations = Revocations()
         self._channels: dict[str, grpc.Channel] = {}
         self._channel_lock = threading.Lock()
         self._servers: list[grpc.Server] = []
@@ -113,7 +115,7 @@ class SwarmLearningNode:
 
     def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        authorizer = Authorizer(logger=log)
+        authorizer = Authorizer(is_revoked=self.revocations.__contains__, logger=log)
         peer = self._server()
         gate = Gate(authorizer, self.inboxes, self.counter, self.config.max_model_bytes)
         add_to_server(SwarmLearningPeerServicer(gate, self._held_model), peer)
@@ -159,6 +161,7 @@ class SwarmLearningNode:
         while not self._stop.wait(HEARTBEAT_S):
             try:
                 self.sn.heartbeat()
+                self.revocations.refresh(self.sn, time.monotonic())
             except SwarmNetworkError as error:
                 log.warning("heartbeat to SN failed: %s", error)
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from contextlib import contextmanager
-from typing import Callable
-
 import grpc
 
 from swarm.identity import Authorizer, NodeIdentity
@@ -29,31 +27,22 @@ class Refused(Exception):
 
 
 class Gate:
-    """Authorises every call by certificate, then finds the sender's place in the round.
-
-    A node whose certificate is revoked on the ledger (`revoked` holds such
-    fingerprints, kept current by the node from its SN) is refused on every call.
-    """
+    """Authorises every call by certificate (the authorizer also refuses revoked
+    certificates), then finds the sender's place in the round."""
 
     def __init__(self, authorizer: Authorizer, inboxes: Inboxes, counter: ByteCounter,
-                 max_model_bytes: int, revoked: Callable[[], set[str]] = frozenset,
-                 codec=IDENTITY, plan_wait_s: float = PLAN_WAIT_S):
+                 max_model_bytes: int, codec=IDENTITY, plan_wait_s: float = PLAN_WAIT_S):
         self.auth = authorizer
         self.inboxes = inboxes
         self.counter = counter
         self.max_bytes = max_model_bytes
         self.codec = codec
-        self._revoked = revoked
         self._plan_wait_s = plan_wait_s
         self._parked: Counter = Counter()
         self._lock = threading.Lock()
 
     def authorize(self, context, action: str) -> NodeIdentity:
-        who = self.auth.authorize(context, ("sl",), action)
-        if who.fingerprint.lower() in self._revoked():
-            context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                          f"{who.node_id}'s certificate ({who.short_fingerprint}…) is revoked")
-        return who
+        return self.auth.authorize(context, ("sl",), action)
 
     @contextmanager
     def _parking(self, context, who: NodeIdentity):
@@ -111,3 +100,25 @@ class Gate:
 def first_header(request_iterator):
     first = next(request_iterator, None)
     return first.header if first is not None and first.WhichOneof("part") == "header" else None
+
+
+class Revocations:
+    """Fingerprints revoked on the ledger, as this node's SN lists them; refreshed
+    with the heartbeats so every peer call (FetchModel too) refuses them."""
+
+    REFRESH_S = 10.0
+
+    def __init__(self):
+        self._revoked: frozenset[str] = frozenset()
+        self._at = float("-inf")
+
+    def __contains__(self, fingerprint: str) -> bool:
+        return fingerprint.lower() in self._revoked
+
+    def refresh(self, sn, now: float) -> None:
+        """Re-reads the list at most every REFRESH_S (sn: an SNClient)."""
+        if now - self._at < self.REFRESH_S:
+            return
+        self._at = now
+        self._revoked = frozenset(m.fingerprint.lower() for m in sn.list_peers()
+                                  if m.status == "revoked")

@@ -45,14 +45,14 @@ class Node:
 
 
 def _node(site, timeout_s: float, max_bytes: int = 1 << 30, faults=(), agreement=None,
-          codec=IDENTITY) -> Node:
+          codec=IDENTITY, authorizer=None, held=lambda r: None) -> Node:
     tls = site.material("sl")
     inboxes = Inboxes()
     counter = ByteCounter()
     server = grpc.server(futures.ThreadPoolExecutor(16),
                          options=[("grpc.max_receive_message_length", 8 << 20)])
-    add_to_server(SwarmLearningPeerServicer(Gate(Authorizer(), inboxes, counter, max_bytes),
-                                            lambda r: None), server)
+    gate = Gate(authorizer or Authorizer(), inboxes, counter, max_bytes)
+    add_to_server(SwarmLearningPeerServicer(gate, held), server)
     port = free_port()
     server.add_secure_port(f"127.0.0.1:{port}", tls.server_credentials())
     server.start()
@@ -238,4 +238,6 @@ def test_a_peer_that_does_not_answer_fails_the_round_within_the_timeout(peers):
     elapsed = time.monotonic() - started
     for result in results:
         assert isinstance(result, RoundFailed) and "gamma/sl-3" in str(result), result
-    assert elapsed < 10.0
+    # Connection refused marks gamma unreachable: nobody waits a timeout for it in
+    # any phase (it used to cost one timeout for the update and one for the vote).
+    assert elapsed < 3.0, elapsed
