@@ -23,15 +23,18 @@ from sl_node.exchange.transport import Link, PushFailed
 
 log = logging.getLogger("swarm.sl.exchange")
 METHOD = "PushPartial"
-# Far above any honest partial (n² pair distances for n <= 256 participants).
+# Far above any honest partial (n² pair distances for n <= 256 participants); per
+# round, each partial is also at most max(n², n + 2) values, and steps are bounded.
 MAX_VALUES = 1 << 17
+MAX_STEPS = 1024
 MAX_ABS = 1e300
 
 
 def check_partial(plan: RoundPlan, values: np.ndarray, vote: bool) -> str | None:
     """Why these values are refused, or None."""
-    if values.size > MAX_VALUES:
-        return f"{values.size} values, over the limit of {MAX_VALUES}"
+    limit = max(plan.size ** 2, plan.size + 2)
+    if values.size > limit:
+        return f"{values.size} values, over the limit of {limit} for {plan.size} participants"
     if not np.all(np.isfinite(values)):
         return "partial values must be finite"
     if values.size and np.max(np.abs(values)) > MAX_ABS:
@@ -64,6 +67,8 @@ def on_push_partial(gate: Gate, request: pb.Partial, context) -> pb.ExchangeAck:
     key = (request.step, sender)
     if len(request.values) > MAX_VALUES:
         why = f"{len(request.values)} values, over the limit of {MAX_VALUES}"
+    elif not 1 <= request.step <= MAX_STEPS:
+        why = f"step {request.step} is outside 1..{MAX_STEPS}"
     else:
         values = np.asarray(request.values, dtype=np.float64)
         why = check_partial(plan, values, request.vote)
