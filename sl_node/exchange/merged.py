@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from swarm.protos import sl_api_pb2 as pb
 from swarm.tensors import WeightsError, check_finite, verify_blocks
-
-import numpy as np
 
 from sl_node.exchange.faults import Kind, Outgoing
 from sl_node.exchange.gate import Gate, first_header

@@ -32,7 +32,9 @@ def test_three_honest_nodes_finish_identical_despite_a_byzantine_fourth(
         four_sites, processes, tmp_path, fault):
     api, p2p = free_port(), free_port()
     sn_proc = processes(run_sn_argv(four_sites[0], tmp_path / "sn", api, p2p, "--sentinel",
-                                    "--round-grace", "1"))
+                                    "--round-grace", "1",
+                                    # not the registration race under load (another issue)
+                                    "--liveness-timeout", "60"))
     sn_proc.wait_for(READY)
     sn = SN(sn_proc, api, p2p, tmp_path / "sn")
     nodes = []

@@ -19,8 +19,6 @@ import pytest
 
 from swarm.identity import Authorizer
 from swarm.merging import get_merge
-from swarm.protos import sl_api_pb2 as pb
-from swarm.protos import sl_api_pb2_grpc as pb_grpc
 from swarm.tensors import Layout, weights_digest
 
 from sl_node.exchange import (IDENTITY, ByteCounter, Exchange, Fault, FaultHook, Gate,
