@@ -77,7 +77,8 @@ class Watch:
 
 def run(ws: Workspace, tmp: Path, nodes: int, model_bytes: int, rounds: int,
         method: str) -> list[Watch]:
-    sentinel = SN(ws, 1, tmp / f"sn-{nodes}-{method}", "--sentinel", "--round-grace", "5")
+    sentinel = SN(ws, 1, tmp / f"sn-{nodes}-{method}", "--sentinel", "--round-grace", "5",
+                  "--liveness-timeout", "60")
     watches = []
     try:
         for i in range(nodes):
