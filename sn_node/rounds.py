@@ -171,6 +171,11 @@ class RoundBook:
                 state = self._open[round_number]
                 out = {k for k, last in self._excluded.items() if round_number <= last}
                 everyone = {k: v for k, v in state.all_check_ins().items() if k not in out}
+                if out and min_peers is not None and len(everyone) < min_peers and (
+                        len(state.all_check_ins()) >= min_peers):
+                    # Round numbers only advance with seals: an exclusion that leaves
+                    # fewer than min_peers would stop the swarm for good. Seal with them.
+                    out, everyone = set(), state.all_check_ins()
                 ready = False
                 if min_peers is not None and len(everyone) >= min_peers:
                     if state.ready_since is None:

@@ -152,3 +152,13 @@ def test_a_waiter_is_released_when_the_last_bitmap_arrives():
         book.submit(1, 2, key, bytes(ALL4))
     waiter.join(5)
     assert got and len(got[0]) == 4
+
+
+def test_an_exclusion_that_would_leave_fewer_than_min_peers_is_not_applied():
+    rounds = RoundBook(grace_s=0.0, clock=lambda: 0.0)
+    keys = [bytes([i]) * 32 for i in range(3)]
+    rounds.exclude([keys[2]], 1, 2)
+    for key in keys:
+        rounds.check_in(2, key, CheckIn(1, bytes(32 * [1])))
+    (plan,) = rounds.plan(3, set(keys), several_sn=False)
+    assert plan.seal_keys == tuple(sorted(keys))
