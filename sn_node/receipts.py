@@ -3,8 +3,11 @@ handed identically to everyone.
 
 After the scatter (and again after the all-gather) each participant submits which
 of the others' messages reached it intact. The set freezes once every participant's
-bitmap is in, or `grace_s` after the first one arrived; whatever comes later is
-refused. Every caller of `wait` gets the same frozen set, so every SL node applies
+bitmap is in; or once a strict majority is in and `grace_s` has passed since the
+latest moment any submitter said it would still have waited for others' messages
+(so a peer that withholds a message from some nodes, and reports early itself,
+cannot get them frozen out while they still wait for it); or, at the latest,
+`MAX_OPEN_S` after the first bitmap. Whatever comes later is refused. Every caller of `wait` gets the same frozen set, so every SL node applies
 the same rule (`swarm.receipts.judge`) to the same input, and nobody can tell
 different peers different things. The SN applies it too and leaves the blamed out
 of the next seals (`RoundBook.exclude`). One SN only: with several SN nodes each
@@ -26,7 +29,9 @@ from sn_node.rounds import RoundBook, RoundError
 
 log = logging.getLogger("swarm.sn.receipts")
 
-GRACE_S = 3.0          # after the first bitmap of a round and phase
+GRACE_S = 3.0          # after the latest wait a submitter announced
+MAX_REMAINING_S = 30.0  # the most a submitter may ask the set to stay open
+MAX_OPEN_S = 60.0      # after the first bitmap, whatever else
 EXCLUDE_ROUNDS = 4     # a blamed participant sits out this many seals (doubling on repeat)
 KEEP_ROUNDS = 16
 MAX_WAITS_PER_CALLER = 4
@@ -38,6 +43,7 @@ class _Board:
     weights: tuple[int, ...]
     bitmaps: dict[int, bytes] = field(default_factory=dict)
     first_at: float | None = None
+    open_until: float = 0.0   # max over submitters of arrival + announced remaining wait
     frozen: dict[int, bytes] | None = None
 
 
@@ -70,7 +76,8 @@ class ReceiptBook:
                 del self._boards[old]
         return board
 
-    def submit(self, round_number: int, phase: int, key: bytes, bits: bytes) -> None:
+    def submit(self, round_number: int, phase: int, key: bytes, bits: bytes,
+               remaining_s: float = 0.0) -> None:
         """Records key's bitmap (RoundError: not a participant, malformed, too late,
         or a second one that differs)."""
         with self._cv:
@@ -95,8 +102,11 @@ class ReceiptBook:
                 raise RoundError(f"the receipts of round {round_number} phase {phase} are "
                                  f"frozen without this node's", reason="ROUND_OVER")
             board.bitmaps[index] = bytes(bits)
+            now = self._clock()
             if board.first_at is None:
-                board.first_at = self._clock()
+                board.first_at = now
+            board.open_until = max(board.open_until,
+                                   now + min(max(0.0, remaining_s), MAX_REMAINING_S))
             self._maybe_freeze(round_number, phase, board)
             self._cv.notify_all()
 
@@ -118,9 +128,7 @@ class ReceiptBook:
                     now = self._clock()
                     if now >= deadline:
                         return None
-                    until = deadline if board.first_at is None else min(
-                        deadline, board.first_at + self._grace_s)
-                    self._cv.wait(max(0.01, until - now))
+                    self._cv.wait(max(0.01, min(deadline - now, 0.25)))
             finally:
                 self._waiting[key] -= 1
                 if not self._waiting[key]:
@@ -129,8 +137,11 @@ class ReceiptBook:
     def _maybe_freeze(self, round_number: int, phase: int, board: _Board) -> None:
         if board.frozen is not None or board.first_at is None:
             return
-        if (len(board.bitmaps) < len(board.keys)
-                and self._clock() < board.first_at + self._grace_s):
+        now = self._clock()
+        everyone = len(board.bitmaps) == len(board.keys)
+        majority = 2 * len(board.bitmaps) > len(board.keys)
+        if not (everyone or (majority and now >= board.open_until + self._grace_s)
+                or now >= board.first_at + MAX_OPEN_S):
             return
         board.frozen = dict(board.bitmaps)
         self._cv.notify_all()

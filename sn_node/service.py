@@ -288,7 +288,8 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
     def SubmitReceipts(self, request, context):
         key = self._receipt_caller(context, "SubmitReceipts")
         try:
-            self._receipts.submit(request.round, request.phase, key, bytes(request.bits))
+            self._receipts.submit(request.round, request.phase, key, bytes(request.bits),
+                                  request.remaining_ms / 1000.0)
         except RoundError as error:
             refuse(context, grpc.StatusCode.FAILED_PRECONDITION, error.reason, str(error))
         return pb.ReceiptsAck()

@@ -34,6 +34,7 @@ log = logging.getLogger("swarm.sl.exchange")
 class RoundContext(Protocol):
     plan: RoundPlan
     hook: Callable
+    deadline: float  # time.monotonic() until which this node waited for the phase
 
     def allreduce(self, values: np.ndarray, vote: bool = False) -> np.ndarray: ...
 
@@ -70,7 +71,8 @@ class VoteAgreement:
 class ReceiptBoard(Protocol):
     """The SN's receipts API as the agreement needs it (SNClient has these)."""
 
-    def submit_receipts(self, round_number: int, phase: int, bits: bytes) -> None: ...
+    def submit_receipts(self, round_number: int, phase: int, bits: bytes,
+                        remaining_s: float = 0.0) -> None: ...
 
     def wait_receipts(self, round_number: int, phase: int, timeout_s: float
                       ) -> tuple[bool, dict[int, bytes]]: ...
@@ -103,8 +105,9 @@ class ReceiptAgreement:
         try:
             for out in ctx.hook(Outgoing(Kind.RECEIPTS, plan, None, values=mine, vote=True)):
                 try:
-                    self._board.submit_receipts(plan.round, int(phase),
-                                                bytes(int(v == 1) for v in out.values))
+                    self._board.submit_receipts(
+                        plan.round, int(phase), bytes(int(v == 1) for v in out.values),
+                        max(0.0, ctx.deadline - time.monotonic()))
                 except SwarmNetworkError as error:
                     if error.reason == Reason.RECEIPTS_UNAVAILABLE:
                         raise

@@ -41,6 +41,7 @@ class Fault(enum.Enum):
     CORRUPT_UPDATE = "corrupt_update"      # flip a byte of the update sent to one owner
     DUPLICATE_PARTIAL = "duplicate_partial"  # every partial twice, the second altered
     OTHER_LAYOUT = "other_layout"          # announce the update with another layout
+    WITHHOLD_MERGED = "withhold_merged"    # never send my merged range (all-gather)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class FaultHook:
     def __call__(self, message: Outgoing) -> list[Outgoing]:
         f, kind = self.faults, message.kind
         if Fault.STALL_AFTER_SEAL in f:
+            return []
+        if kind is Kind.MERGED and Fault.WITHHOLD_MERGED in f:
             return []
         if kind in (Kind.PARTIAL, Kind.RECEIPTS) and message.values is not None:
             return self._values(message)

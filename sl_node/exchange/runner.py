@@ -49,6 +49,7 @@ class _Round:
     inbox: RoundInbox
     link: Link
     step: int = 0
+    deadline: float = 0.0  # the current phase's: how long we would have waited
 
     @property
     def hook(self):
@@ -120,6 +121,7 @@ class Exchange:
                     i, f"nothing arrived within {deadline - started:.1f} s")
 
         # Agreement: one valid set on every owner.
+        ctx.deadline = deadline
         mark = time.monotonic()
         valid = self.agreement.decide(ctx, received)
         phases["agree"] = time.monotonic() - mark
@@ -170,6 +172,7 @@ class Exchange:
                          for j in range(plan.size))
         phases["gather"] = time.monotonic() - mark
         mark = time.monotonic()
+        ctx.deadline = deadline
         self.agreement.confirm(ctx, gathered)
         if not merged_ok or any(j not in store.accepted for j in others):  # the agreement let it pass: cannot be, but never assemble holes
             raise RoundFailed(f"round {plan.round}: merged ranges missing here",

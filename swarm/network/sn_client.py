@@ -116,9 +116,11 @@ class SNClient:
         return self._call("CommitMerged", pb.CommitMergedRequest(round=round_number,
                                                                  digest=digest))
 
-    def submit_receipts(self, round_number: int, phase: int, bits: bytes) -> None:
-        self._call("SubmitReceipts", pb.ReceiptsRequest(round=round_number, phase=phase,
-                                                        bits=bits))
+    def submit_receipts(self, round_number: int, phase: int, bits: bytes,
+                        remaining_s: float = 0.0) -> None:
+        self._call("SubmitReceipts", pb.ReceiptsRequest(
+            round=round_number, phase=phase, bits=bits,
+            remaining_ms=int(max(0.0, remaining_s) * 1000)))
 
     def wait_receipts(self, round_number: int, phase: int, timeout_s: float
                       ) -> tuple[bool, dict[int, bytes]]:

@@ -35,9 +35,9 @@ class LocalBoard:
     def __init__(self, book: ReceiptBook, key: bytes):
         self._book, self._key = book, key
 
-    def submit_receipts(self, round_number, phase, bits):
+    def submit_receipts(self, round_number, phase, bits, remaining_s=0.0):
         try:
-            self._book.submit(round_number, phase, self._key, bits)
+            self._book.submit(round_number, phase, self._key, bits, remaining_s)
         except RoundError as error:
             raise SwarmNetworkError(str(error), reason=Reason.Value(error.reason)) from None
 
@@ -109,6 +109,7 @@ def _vectors(seed):
     (Fault.EQUIVOCATE_VOTES, "mean", FailReason.DISPUTE),
     (Fault.STALL_AFTER_SEAL, "mean", FailReason.STALLED),
     (Fault.NAN_PARTIAL, "krum", FailReason.DISPUTE),
+    (Fault.WITHHOLD_MERGED, "mean", FailReason.DISPUTE),
 ])
 def test_honest_nodes_fail_alike_naming_the_byzantine_one_then_merge_without_it(
         swarm, fault, method, reason):
