@@ -32,6 +32,7 @@ from swarm.tensors import (
 from sl_node.exchange import (ByteCounter, Exchange, Gate, Inboxes, Peer, ReceiptAgreement,
                               RoundFailed, RoundPlan, hook_from_env)
 from sl_node.exchange.gate import Revocations
+from sl_node.exchange.transport import return_chunks_to_the_system
 from sl_node.peer_service import SwarmLearningPeerServicer, add_to_server
 
 log = logging.getLogger("swarm.sl")
@@ -92,6 +93,7 @@ class SwarmLearningNode:
         self.node_id = tls.identity.node_id
         self.sn = SNClient(config.sn_target, tls, timeout_s=30.0)
         self.counter = ByteCounter()
+        return_chunks_to_the_system()
         self.inboxes = Inboxes()  # buffers for the current round only
         self.revocations = Revocations()
         self._channels: dict[str, grpc.Channel] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +20,24 @@ SERIALIZE_CHUNKS = chunk_serializer(pb.ExchangeChunk.DESCRIPTOR.fields_by_name["
 # Transfers get a floor rate for their deadlines: far below loopback or LAN speed,
 # so only a peer that stopped answering hits it.
 MIN_RATE_BYTES_S = 20e6
+
+
+# glibc serves a freed 1 MiB chunk's size from the heap after the first one is
+# freed (its dynamic mmap threshold), and every gRPC thread's heap then keeps its
+# peak: about 1.7 model sizes more per SL node at 45 MB (benchmarks/sl_memory.py).
+# Chunks from mmap go back to the system when freed.
+MMAP_THRESHOLD_BYTES = 256 << 10
+_M_MMAP_THRESHOLD = -3
+
+
+def return_chunks_to_the_system() -> bool:
+    """Pins glibc's mmap threshold (no-op elsewhere); True if it was set."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return bool(libc and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False
 
 
 class PushFailed(Exception):
