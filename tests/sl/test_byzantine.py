@@ -158,3 +158,33 @@ def test_a_clean_round_of_four_merges_identically(swarm):
     expected = np.mean(np.stack(vectors).astype(np.float64), axis=0).astype(np.float32)
     np.testing.assert_allclose(results[0].merged, expected, rtol=1e-6)
     print(f"clean round of four: {seconds:.2f} s")
+
+
+class SeveralSNBoard:
+    """An SN of a swarm with several SN nodes: it keeps no receipts."""
+
+    def submit_receipts(self, *args, **kwargs):
+        raise SwarmNetworkError("several SN nodes", reason=Reason.RECEIPTS_UNAVAILABLE)
+
+    def wait_receipts(self, *args, **kwargs):
+        raise SwarmNetworkError("several SN nodes", reason=Reason.RECEIPTS_UNAVAILABLE)
+
+
+def test_without_receipts_the_owners_vote_and_still_merge_alike(four_sites):
+    nodes = [_node(site, TIMEOUT_S, agreement=ReceiptAgreement(SeveralSNBoard()))
+             for site in four_sites]
+    try:
+        rounds = RoundBook(grace_s=0.0)
+        keys = [bytes([i + 1]) * 32 for i in range(4)]
+        vectors = _vectors(5)
+        results, _ = _run(nodes, rounds, keys, 1, [0, 1, 2, 3], vectors, get_merge("mean"))
+        assert not any(isinstance(r, Exception) for r in results.values()), results
+        assert len({r.digest for r in results.values()}) == 1
+        expected = np.mean(np.stack(vectors).astype(np.float64), axis=0).astype(np.float32)
+        np.testing.assert_allclose(results[0].merged, expected, rtol=1e-6)
+        # the vote went through the partials: one vote from each of the others
+        assert all(len(node.inboxes.get(1).partials.claimed) == 3 for node in nodes)
+    finally:
+        for node in nodes:
+            node.server.stop(0)
+            node.exchange.close()
