@@ -29,8 +29,11 @@ from swarm.tensors import (
     weights_digest,
 )
 
-from sl_node.exchange import ByteCounter, Exchange, Peer, RoundFailed, RoundInbox, RoundPlan
-from sl_node.peer_service import SwarmLearningPeerServicer
+from sl_node.exchange import (ByteCounter, Exchange, Gate, Inboxes, Peer, ReceiptAgreement,
+                              RoundFailed, RoundPlan, hook_from_env)
+from sl_node.exchange.gate import Revocations
+from sl_node.exchange.transport import return_chunks_to_the_system
+from sl_node.peer_service import SwarmLearningPeerServicer, add_to_server
 
 log = logging.getLogger("swarm.sl")
 
@@ -90,8 +93,9 @@ class SwarmLearningNode:
         self.node_id = tls.identity.node_id
         self.sn = SNClient(config.sn_target, tls, timeout_s=30.0)
         self.counter = ByteCounter()
-        self._inboxes: dict[int, RoundInbox] = {}
-        self._inbox_lock = threading.Lock()
+        return_chunks_to_the_system()
+        self.inboxes = Inboxes()  # buffers for the current round only
+        self.revocations = Revocations()
         self._channels: dict[str, grpc.Channel] = {}
         self._channel_lock = threading.Lock()
         self._servers: list[grpc.Server] = []
@@ -103,17 +107,20 @@ class SwarmLearningNode:
         self.latest: MergedModel | None = None
         self.last_round = 0
         self.swarm_done = False
-        self.exchange = Exchange(self._channel, self._inbox, self.counter, config.peer_timeout_s)
+        # Validity decided from receipts the SN freezes once for everyone (one SN; with
+        # several the SN says so and the exchange falls back to the owners' vote).
+        self.exchange = Exchange(self._channel, self.inboxes, self.counter,
+                                 config.peer_timeout_s, agreement=ReceiptAgreement(self.sn),
+                                 hook=hook_from_env())
 
     # --- start / stop -----------------------------------------------------------------
 
     def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        authorizer = Authorizer(logger=log)
+        authorizer = Authorizer(is_revoked=self.revocations.__contains__, logger=log)
         peer = self._server()
-        pb_grpc.add_SwarmLearningPeerServicer_to_server(SwarmLearningPeerServicer(
-            authorizer, self._inbox, self.counter, self._held_model,
-            self.config.max_model_bytes), peer)
+        gate = Gate(authorizer, self.inboxes, self.counter, self.config.max_model_bytes)
+        add_to_server(SwarmLearningPeerServicer(gate, self._held_model), peer)
         try:
             listen_secure(peer, f"{self.config.bind_ip}:{self.config.fs_port}",
                           self.tls.server_credentials(), "--sl-fs-port")
@@ -156,6 +163,7 @@ class SwarmLearningNode:
         while not self._stop.wait(HEARTBEAT_S):
             try:
                 self.sn.heartbeat()
+                self.revocations.refresh(self.sn, time.monotonic())
             except SwarmNetworkError as error:
                 if self._stop.is_set():
                     return
@@ -182,15 +190,6 @@ class SwarmLearningNode:
                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
                 self._channels[endpoint] = channel
             return channel
-
-    def _inbox(self, round_number: int) -> RoundInbox:
-        with self._inbox_lock:
-            inbox = self._inboxes.get(round_number)
-            if inbox is None:
-                inbox = self._inboxes[round_number] = RoundInbox(round_number)
-                for old in [r for r in self._inboxes if r < round_number - 4]:
-                    del self._inboxes[old]
-            return inbox
 
     def _held_model(self, round_number: int):
         latest = self.latest
@@ -321,6 +320,7 @@ class SwarmLearningNode:
                 if self._done():
                     return self._final_result()
                 control_started = time.perf_counter()
+                self.inboxes.expect(round_number)  # peers may push for it from now on
                 try:
                     self.sn.check_in(round_number, weight, digest)
                 except SwarmNetworkError as error:

@@ -90,6 +90,10 @@ class RoundBook:
         self.last_sealed: int | None = None
         self.latest_merged: tuple[int, bytes] | None = None
         self._closed = False
+        # Participants the receipts found at fault: key -> last round they sit out,
+        # and how often each was excluded (each repeat doubles the sentence).
+        self._excluded: dict[bytes, int] = {}
+        self._offences: dict[bytes, int] = {}
 
     def close(self) -> None:
         """The SN is stopping: release every waiting WaitRound at once."""
@@ -193,12 +197,18 @@ class RoundBook:
         with self._cv:
             for round_number in sorted(self._open):
                 state = self._open[round_number]
-                everyone = state.all_check_ins()
+                out = {k for k, last in self._excluded.items() if round_number <= last}
+                everyone = {k: v for k, v in state.all_check_ins().items() if k not in out}
+                if out and min_peers is not None and len(everyone) < min_peers and (
+                        len(state.all_check_ins()) >= min_peers):
+                    # Round numbers only advance with seals: an exclusion that leaves
+                    # fewer than min_peers would stop the swarm for good. Seal with them.
+                    out, everyone = set(), state.all_check_ins()
                 ready = False
                 if min_peers is not None and len(everyone) >= min_peers:
                     if state.ready_since is None:
                         state.ready_since = now
-                    ready = (active_sl <= set(everyone)
+                    ready = (active_sl - out <= set(everyone)
                              or now - state.ready_since >= self._grace_s)
                 if ready and not state.in_flight:
                     plans.append(SealPlan(round_number, dict(state.pending),
@@ -211,6 +221,25 @@ class RoundBook:
                 for key in p.check_ins:
                     state.pending.pop(key, None)
         return plans
+
+    def exclude(self, keys, after_round: int, rounds: int) -> dict[bytes, int]:
+        """Leaves keys out of the seals of the rounds after `after_round`: `rounds` of
+        them, doubled for each earlier exclusion. Returns key -> last round out."""
+        with self._cv:
+            out = {}
+            for key in keys:
+                offences = self._offences.get(key, 0)
+                self._offences[key] = offences + 1
+                last = after_round + rounds * (2 ** min(offences, 6))
+                self._excluded[key] = max(self._excluded.get(key, 0), last)
+                out[key] = self._excluded[key]
+            self._cv.notify_all()
+            return out
+
+    def excluded(self, round_number: int) -> set[bytes]:
+        """Keys left out of this round's seal."""
+        with self._cv:
+            return {k for k, last in self._excluded.items() if round_number <= last}
 
     def has_open(self) -> bool:
         with self._cv:

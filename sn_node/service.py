@@ -20,11 +20,13 @@ from swarm.protos import sn_api_pb2_grpc as pb_grpc
 
 from sn_node.directory import MemberDirectory
 from sn_node.ledger_loop import LedgerLoop
+from sn_node.receipts import ReceiptBook
 from sn_node.rounds import CheckIn, RoundBook, RoundError, SealedRound
 
 log = logging.getLogger("swarm.sn.api")
 
 MAX_WAIT_S = 300.0
+MAX_RECEIPTS_WAIT_S = 60.0
 LEDGER_WRITE_TIMEOUT_S = 60.0
 # WaitRound calls one caller may have parked at once (an SL node needs one or two), and
 # all callers together: the rest of the SN's 64 handler threads stay free for check-ins.
@@ -89,6 +91,7 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         self._commits: dict[int, Future] = {}
         self._parked_lock = threading.Lock()
         self._parked: dict[str, int] = {}  # node id -> WaitRound calls parked now
+        self._receipts = ReceiptBook(rounds)
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -352,6 +355,35 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
             log.warning("round %d: %s merged to %s but the ledger holds %s", request.round,
                         who.node_id, digest.hex()[:16], sealed.merged_digest.hex()[:16])
         return pb.CommitMergedReply(agreed=agreed, ledger_digest=sealed.merged_digest)
+
+    def _receipt_caller(self, context, action: str) -> bytes:
+        who = self._auth.authorize(context, ("sl",), action)
+        self._member_of(context, who)
+        if self._directory.sn_count() > 1:
+            refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "RECEIPTS_UNAVAILABLE",
+                   "this swarm has several SN nodes: receipts are not kept (use the vote)")
+        return node_key(who.node_id)
+
+    def SubmitReceipts(self, request, context):
+        key = self._receipt_caller(context, "SubmitReceipts")
+        try:
+            self._receipts.submit(request.round, request.phase, key, bytes(request.bits),
+                                  request.remaining_ms / 1000.0)
+        except RoundError as error:
+            refuse(context, grpc.StatusCode.FAILED_PRECONDITION, error.reason, str(error))
+        return pb.ReceiptsAck()
+
+    def WaitReceipts(self, request, context):
+        key = self._receipt_caller(context, "WaitReceipts")
+        try:
+            frozen = self._receipts.wait(request.round, request.phase, key,
+                                         min(request.timeout_ms / 1000.0, MAX_RECEIPTS_WAIT_S))
+        except RoundError as error:
+            refuse(context, grpc.StatusCode.FAILED_PRECONDITION, error.reason, str(error))
+        if frozen is None:
+            return pb.ReceiptSet(frozen=False)
+        return pb.ReceiptSet(frozen=True, receipts=[pb.Receipt(index=i, bits=bits)
+                                                    for i, bits in sorted(frozen.items())])
 
     def MarkFinished(self, request, context):
         who = self._auth.authorize(context, ("sl",), "MarkFinished")

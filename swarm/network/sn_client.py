@@ -212,6 +212,20 @@ class SNClient:
         return self._call("CommitMerged", pb.CommitMergedRequest(round=round_number,
                                                                  digest=digest))
 
+    def submit_receipts(self, round_number: int, phase: int, bits: bytes,
+                        remaining_s: float = 0.0) -> None:
+        self._call("SubmitReceipts", pb.ReceiptsRequest(
+            round=round_number, phase=phase, bits=bits,
+            remaining_ms=int(max(0.0, remaining_s) * 1000)))
+
+    def wait_receipts(self, round_number: int, phase: int, timeout_s: float
+                      ) -> tuple[bool, dict[int, bytes]]:
+        """(frozen, index -> bitmap): the set the SN froze for everyone."""
+        reply = self._call("WaitReceipts", pb.WaitReceiptsRequest(
+            round=round_number, phase=phase, timeout_ms=int(timeout_s * 1000)),
+            timeout_s=timeout_s + self._timeout_s)
+        return reply.frozen, {r.index: bytes(r.bits) for r in reply.receipts}
+
     def mark_finished(self) -> pb.SwarmStatus:
         return self._call("MarkFinished", pb.MarkFinishedRequest())
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19swarm/protos/sl_api.proto\x12\x08swarm.sl\"\xbb\x01\n\x0e\x45xchangeHeader\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x1a\n\x12layout_fingerprint\x18\x02 \x01(\x0c\x12\x13\n\x0b\x66irst_block\x18\x03 \x01(\x04\x12\x12\n\nnum_blocks\x18\x04 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x14\n\x0c\x62lock_hashes\x18\x06 \x03(\x0c\x12\x13\n\x0blayout_json\x18\x07 \x01(\t\x12\x15\n\rmerged_digest\x18\x08 \x01(\x0c\"S\n\rExchangeChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.swarm.sl.ExchangeHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"(\n\x0b\x45xchangeAck\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"6\n\x07Partial\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0c\n\x04step\x18\x02 \x01(\r\x12\x0e\n\x06values\x18\x03 \x03(\x01\"\x1d\n\x0c\x46\x65tchRequest\x12\r\n\x05round\x18\x01 \x01(\x04\x32\x8d\x02\n\x11SwarmLearningPeer\x12>\n\nPushUpdate\x12\x17.swarm.sl.ExchangeChunk\x1a\x15.swarm.sl.ExchangeAck(\x01\x12>\n\nPushMerged\x12\x17.swarm.sl.ExchangeChunk\x1a\x15.swarm.sl.ExchangeAck(\x01\x12\x37\n\x0bPushPartial\x12\x11.swarm.sl.Partial\x1a\x15.swarm.sl.ExchangeAck\x12?\n\nFetchModel\x12\x16.swarm.sl.FetchRequest\x1a\x17.swarm.sl.ExchangeChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19swarm/protos/sl_api.proto\x12\x08swarm.sl\"\xbb\x01\n\x0e\x45xchangeHeader\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x1a\n\x12layout_fingerprint\x18\x02 \x01(\x0c\x12\x13\n\x0b\x66irst_block\x18\x03 \x01(\x04\x12\x12\n\nnum_blocks\x18\x04 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x14\n\x0c\x62lock_hashes\x18\x06 \x03(\x0c\x12\x13\n\x0blayout_json\x18\x07 \x01(\t\x12\x15\n\rmerged_digest\x18\x08 \x01(\x0c\"S\n\rExchangeChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.swarm.sl.ExchangeHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"(\n\x0b\x45xchangeAck\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"D\n\x07Partial\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0c\n\x04step\x18\x02 \x01(\r\x12\x0e\n\x06values\x18\x03 \x03(\x01\x12\x0c\n\x04vote\x18\x04 \x01(\x08\"\x1d\n\x0c\x46\x65tchRequest\x12\r\n\x05round\x18\x01 \x01(\x04\x32\x8d\x02\n\x11SwarmLearningPeer\x12>\n\nPushUpdate\x12\x17.swarm.sl.ExchangeChunk\x1a\x15.swarm.sl.ExchangeAck(\x01\x12>\n\nPushMerged\x12\x17.swarm.sl.ExchangeChunk\x1a\x15.swarm.sl.ExchangeAck(\x01\x12\x37\n\x0bPushPartial\x12\x11.swarm.sl.Partial\x1a\x15.swarm.sl.ExchangeAck\x12?\n\nFetchModel\x12\x16.swarm.sl.FetchRequest\x1a\x17.swarm.sl.ExchangeChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,9 +38,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXCHANGEACK']._serialized_start=314
   _globals['_EXCHANGEACK']._serialized_end=354
   _globals['_PARTIAL']._serialized_start=356
-  _globals['_PARTIAL']._serialized_end=410
-  _globals['_FETCHREQUEST']._serialized_start=412
-  _globals['_FETCHREQUEST']._serialized_end=441
-  _globals['_SWARMLEARNINGPEER']._serialized_start=444
-  _globals['_SWARMLEARNINGPEER']._serialized_end=713
+  _globals['_PARTIAL']._serialized_end=424
+  _globals['_FETCHREQUEST']._serialized_start=426
+  _globals['_FETCHREQUEST']._serialized_end=455
+  _globals['_SWARMLEARNINGPEER']._serialized_start=458
+  _globals['_SWARMLEARNINGPEER']._serialized_end=727
 # @@protoc_insertion_point(module_scope)

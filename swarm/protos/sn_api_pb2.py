@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19swarm/protos/sn_api.proto\x12\x08swarm.sn\"\x80\x01\n\x06Member\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x11\n\tlast_seen\x18\x06 \x01(\x04\x12\r\n\x05\x61live\x18\x07 \x01(\x08\"#\n\x0fRegisterRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"\x12\n\x10HeartbeatRequest\"@\n\x0eHeartbeatReply\x12\x19\n\x11last_sealed_round\x18\x01 \x01(\x04\x12\x13\n\x0bserver_time\x18\x02 \x01(\x01\" \n\x10ListPeersRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\"-\n\x08PeerList\x12!\n\x07members\x18\x01 \x03(\x0b\x32\x10.swarm.sn.Member\"7\n\rSessionConfig\x12\x11\n\tmin_peers\x18\x01 \x01(\r\x12\x13\n\x0b\x63onfig_json\x18\x02 \x01(\t\"?\n\x0e\x43heckInRequest\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0e\n\x06weight\x18\x02 \x01(\r\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\"1\n\x0c\x43heckInReply\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\nchecked_in\x18\x02 \x01(\r\"M\n\x10WaitRoundRequest\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\x12\x16\n\x0euntil_check_in\x18\x03 \x01(\x08\"e\n\x0bParticipant\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x0e\n\x06weight\x18\x04 \x01(\r\x12\x0e\n\x06\x64igest\x18\x05 \x01(\x0c\"\xa6\x01\n\tRoundInfo\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0e\n\x06sealed\x18\x02 \x01(\x08\x12+\n\x0cparticipants\x18\x03 \x03(\x0b\x32\x15.swarm.sn.Participant\x12\x12\n\nchecked_in\x18\x04 \x03(\t\x12\x0f\n\x07missing\x18\x05 \x03(\t\x12\x11\n\tmin_peers\x18\x06 \x01(\r\x12\x15\n\rmerged_digest\x18\x07 \x01(\x0c\"4\n\x13\x43ommitMergedRequest\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\":\n\x11\x43ommitMergedReply\x12\x0e\n\x06\x61greed\x18\x01 \x01(\x08\x12\x15\n\rledger_digest\x18\x02 \x01(\x0c\"\x15\n\x13MarkFinishedRequest\"\x0f\n\rStatusRequest\"\xdf\x02\n\x0bSwarmStatus\x12\x12\n\nsn_node_id\x18\x01 \x01(\t\x12\x10\n\x08sentinel\x18\x02 \x01(\x08\x12\x13\n\x0bledger_kind\x18\x03 \x01(\t\x12\x18\n\x10\x63ontract_address\x18\x04 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x05 \x01(\x04\x12\x14\n\x0c\x62lock_number\x18\x06 \x01(\x04\x12\x11\n\tmin_peers\x18\x07 \x01(\r\x12\x13\n\x0b\x63onfig_json\x18\x08 \x01(\t\x12\x0f\n\x07members\x18\t \x01(\r\x12\x10\n\x08\x66inished\x18\n \x01(\r\x12\x18\n\x10has_sealed_round\x18\x0b \x01(\x08\x12\x19\n\x11last_sealed_round\x18\x0c \x01(\x04\x12\x18\n\x10has_merged_round\x18\r \x01(\x08\x12\x1b\n\x13latest_merged_round\x18\x0e \x01(\x04\x12\x1c\n\x14latest_merged_digest\x18\x0f \x01(\x0c\"4\n\rRevokeRequest\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1e\n\x0bRevokeReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"8\n\x0bJoinRequest\x12\x17\n\x0f\x61\x63\x63ount_address\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\"z\n\tJoinReply\x12\x18\n\x10\x63ontract_address\x18\x01 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x02 \x01(\x04\x12\x13\n\x0bledger_kind\x18\x03 \x01(\t\x12\x12\n\nledger_url\x18\x04 \x01(\t\x12\x18\n\x10ledger_peer_port\x18\x05 \x01(\r\"#\n\x10LedgerRpcRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"!\n\x0eLedgerRpcReply\x12\x0f\n\x07payload\x18\x01 \x01(\x0c*\xda\x02\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x0e\n\nSWARM_DONE\x10\x01\x12\x0e\n\nROUND_OVER\x10\x02\x12\x12\n\x0eNOT_REGISTERED\x10\x03\x12\x0c\n\x08INACTIVE\x10\x04\x12\x0c\n\x08OTHER_SN\x10\x05\x12\x12\n\x0eNOT_CONFIGURED\x10\x06\x12\x16\n\x12\x44UPLICATE_CHECK_IN\x10\x07\x12\x0e\n\nNOT_SEALED\x10\x08\x12\x13\n\x0fNOT_PARTICIPANT\x10\t\x12\x12\n\x0eLEDGER_REFUSED\x10\n\x12\x16\n\x12LEDGER_UNAVAILABLE\x10\x0b\x12\x0f\n\x0b\x42\x41\x44_REQUEST\x10\x0c\x12\x15\n\x11WRONG_CERTIFICATE\x10\r\x12\x11\n\rTOO_FAR_AHEAD\x10\x0e\x12\x08\n\x04\x42USY\x10\x0f\x12\x14\n\x10SESSION_MISMATCH\x10\x10\x12\x10\n\x0cNOT_SENTINEL\x10\x11\x32\xc5\x05\n\x0cSwarmNetwork\x12\x37\n\x08Register\x12\x19.swarm.sn.RegisterRequest\x1a\x10.swarm.sn.Member\x12\x41\n\tHeartbeat\x12\x1a.swarm.sn.HeartbeatRequest\x1a\x18.swarm.sn.HeartbeatReply\x12;\n\tListPeers\x12\x1a.swarm.sn.ListPeersRequest\x1a\x12.swarm.sn.PeerList\x12=\n\tConfigure\x12\x17.swarm.sn.SessionConfig\x1a\x17.swarm.sn.SessionConfig\x12;\n\x07\x43heckIn\x12\x18.swarm.sn.CheckInRequest\x1a\x16.swarm.sn.CheckInReply\x12<\n\tWaitRound\x12\x1a.swarm.sn.WaitRoundRequest\x1a\x13.swarm.sn.RoundInfo\x12J\n\x0c\x43ommitMerged\x12\x1d.swarm.sn.CommitMergedRequest\x1a\x1b.swarm.sn.CommitMergedReply\x12\x44\n\x0cMarkFinished\x12\x1d.swarm.sn.MarkFinishedRequest\x1a\x15.swarm.sn.SwarmStatus\x12;\n\tGetStatus\x12\x17.swarm.sn.StatusRequest\x1a\x15.swarm.sn.SwarmStatus\x12\x38\n\x06Revoke\x12\x17.swarm.sn.RevokeRequest\x1a\x15.swarm.sn.RevokeReply\x12\x39\n\x0bJoinNetwork\x12\x15.swarm.sn.JoinRequest\x1a\x13.swarm.sn.JoinReply2J\n\nLedgerPeer\x12<\n\x04\x43\x61ll\x12\x1a.swarm.sn.LedgerRpcRequest\x1a\x18.swarm.sn.LedgerRpcReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19swarm/protos/sn_api.proto\x12\x08swarm.sn\"\x80\x01\n\x06Member\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x11\n\tlast_seen\x18\x06 \x01(\x04\x12\r\n\x05\x61live\x18\x07 \x01(\x08\"#\n\x0fRegisterRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"\x12\n\x10HeartbeatRequest\"@\n\x0eHeartbeatReply\x12\x19\n\x11last_sealed_round\x18\x01 \x01(\x04\x12\x13\n\x0bserver_time\x18\x02 \x01(\x01\" \n\x10ListPeersRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\"-\n\x08PeerList\x12!\n\x07members\x18\x01 \x03(\x0b\x32\x10.swarm.sn.Member\"7\n\rSessionConfig\x12\x11\n\tmin_peers\x18\x01 \x01(\r\x12\x13\n\x0b\x63onfig_json\x18\x02 \x01(\t\"?\n\x0e\x43heckInRequest\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0e\n\x06weight\x18\x02 \x01(\r\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\"1\n\x0c\x43heckInReply\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\nchecked_in\x18\x02 \x01(\r\"M\n\x10WaitRoundRequest\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\x12\x16\n\x0euntil_check_in\x18\x03 \x01(\x08\"e\n\x0bParticipant\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x0e\n\x06weight\x18\x04 \x01(\r\x12\x0e\n\x06\x64igest\x18\x05 \x01(\x0c\"\xa6\x01\n\tRoundInfo\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0e\n\x06sealed\x18\x02 \x01(\x08\x12+\n\x0cparticipants\x18\x03 \x03(\x0b\x32\x15.swarm.sn.Participant\x12\x12\n\nchecked_in\x18\x04 \x03(\t\x12\x0f\n\x07missing\x18\x05 \x03(\t\x12\x11\n\tmin_peers\x18\x06 \x01(\r\x12\x15\n\rmerged_digest\x18\x07 \x01(\x0c\"4\n\x13\x43ommitMergedRequest\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\":\n\x11\x43ommitMergedReply\x12\x0e\n\x06\x61greed\x18\x01 \x01(\x08\x12\x15\n\rledger_digest\x18\x02 \x01(\x0c\"S\n\x0fReceiptsRequest\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05phase\x18\x02 \x01(\r\x12\x0c\n\x04\x62its\x18\x03 \x01(\x0c\x12\x14\n\x0cremaining_ms\x18\x04 \x01(\r\"\r\n\x0bReceiptsAck\"G\n\x13WaitReceiptsRequest\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05phase\x18\x02 \x01(\r\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\"&\n\x07Receipt\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x62its\x18\x02 \x01(\x0c\"A\n\nReceiptSet\x12\x0e\n\x06\x66rozen\x18\x01 \x01(\x08\x12#\n\x08receipts\x18\x02 \x03(\x0b\x32\x11.swarm.sn.Receipt\"\x15\n\x13MarkFinishedRequest\"\x0f\n\rStatusRequest\"\xdf\x02\n\x0bSwarmStatus\x12\x12\n\nsn_node_id\x18\x01 \x01(\t\x12\x10\n\x08sentinel\x18\x02 \x01(\x08\x12\x13\n\x0bledger_kind\x18\x03 \x01(\t\x12\x18\n\x10\x63ontract_address\x18\x04 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x05 \x01(\x04\x12\x14\n\x0c\x62lock_number\x18\x06 \x01(\x04\x12\x11\n\tmin_peers\x18\x07 \x01(\r\x12\x13\n\x0b\x63onfig_json\x18\x08 \x01(\t\x12\x0f\n\x07members\x18\t \x01(\r\x12\x10\n\x08\x66inished\x18\n \x01(\r\x12\x18\n\x10has_sealed_round\x18\x0b \x01(\x08\x12\x19\n\x11last_sealed_round\x18\x0c \x01(\x04\x12\x18\n\x10has_merged_round\x18\r \x01(\x08\x12\x1b\n\x13latest_merged_round\x18\x0e \x01(\x04\x12\x1c\n\x14latest_merged_digest\x18\x0f \x01(\x0c\"4\n\rRevokeRequest\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1e\n\x0bRevokeReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"8\n\x0bJoinRequest\x12\x17\n\x0f\x61\x63\x63ount_address\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\"z\n\tJoinReply\x12\x18\n\x10\x63ontract_address\x18\x01 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x02 \x01(\x04\x12\x13\n\x0bledger_kind\x18\x03 \x01(\t\x12\x12\n\nledger_url\x18\x04 \x01(\t\x12\x18\n\x10ledger_peer_port\x18\x05 \x01(\r\"#\n\x10LedgerRpcRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"!\n\x0eLedgerRpcReply\x12\x0f\n\x07payload\x18\x01 \x01(\x0c*\x8b\x03\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x0e\n\nSWARM_DONE\x10\x01\x12\x0e\n\nROUND_OVER\x10\x02\x12\x12\n\x0eNOT_REGISTERED\x10\x03\x12\x0c\n\x08INACTIVE\x10\x04\x12\x0c\n\x08OTHER_SN\x10\x05\x12\x12\n\x0eNOT_CONFIGURED\x10\x06\x12\x16\n\x12\x44UPLICATE_CHECK_IN\x10\x07\x12\x0e\n\nNOT_SEALED\x10\x08\x12\x13\n\x0fNOT_PARTICIPANT\x10\t\x12\x12\n\x0eLEDGER_REFUSED\x10\n\x12\x16\n\x12LEDGER_UNAVAILABLE\x10\x0b\x12\x0f\n\x0b\x42\x41\x44_REQUEST\x10\x0c\x12\x15\n\x11WRONG_CERTIFICATE\x10\r\x12\x11\n\rTOO_FAR_AHEAD\x10\x0e\x12\x08\n\x04\x42USY\x10\x0f\x12\x14\n\x10SESSION_MISMATCH\x10\x10\x12\x10\n\x0cNOT_SENTINEL\x10\x11\x12\x15\n\x11RECEIPTS_CONFLICT\x10\x12\x12\x18\n\x14RECEIPTS_UNAVAILABLE\x10\x13\x32\xce\x06\n\x0cSwarmNetwork\x12\x37\n\x08Register\x12\x19.swarm.sn.RegisterRequest\x1a\x10.swarm.sn.Member\x12\x41\n\tHeartbeat\x12\x1a.swarm.sn.HeartbeatRequest\x1a\x18.swarm.sn.HeartbeatReply\x12;\n\tListPeers\x12\x1a.swarm.sn.ListPeersRequest\x1a\x12.swarm.sn.PeerList\x12=\n\tConfigure\x12\x17.swarm.sn.SessionConfig\x1a\x17.swarm.sn.SessionConfig\x12;\n\x07\x43heckIn\x12\x18.swarm.sn.CheckInRequest\x1a\x16.swarm.sn.CheckInReply\x12<\n\tWaitRound\x12\x1a.swarm.sn.WaitRoundRequest\x1a\x13.swarm.sn.RoundInfo\x12J\n\x0c\x43ommitMerged\x12\x1d.swarm.sn.CommitMergedRequest\x1a\x1b.swarm.sn.CommitMergedReply\x12\x44\n\x0cMarkFinished\x12\x1d.swarm.sn.MarkFinishedRequest\x1a\x15.swarm.sn.SwarmStatus\x12;\n\tGetStatus\x12\x17.swarm.sn.StatusRequest\x1a\x15.swarm.sn.SwarmStatus\x12\x42\n\x0eSubmitReceipts\x12\x19.swarm.sn.ReceiptsRequest\x1a\x15.swarm.sn.ReceiptsAck\x12\x43\n\x0cWaitReceipts\x12\x1d.swarm.sn.WaitReceiptsRequest\x1a\x14.swarm.sn.ReceiptSet\x12\x38\n\x06Revoke\x12\x17.swarm.sn.RevokeRequest\x1a\x15.swarm.sn.RevokeReply\x12\x39\n\x0bJoinNetwork\x12\x15.swarm.sn.JoinRequest\x1a\x13.swarm.sn.JoinReply2J\n\nLedgerPeer\x12<\n\x04\x43\x61ll\x12\x1a.swarm.sn.LedgerRpcRequest\x1a\x18.swarm.sn.LedgerRpcReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'swarm.protos.sn_api_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REASON']._serialized_start=1747
-  _globals['_REASON']._serialized_end=2093
+  _globals['_REASON']._serialized_start=2027
+  _globals['_REASON']._serialized_end=2422
   _globals['_MEMBER']._serialized_start=40
   _globals['_MEMBER']._serialized_end=168
   _globals['_REGISTERREQUEST']._serialized_start=170
@@ -61,26 +61,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMMITMERGEDREQUEST']._serialized_end=950
   _globals['_COMMITMERGEDREPLY']._serialized_start=952
   _globals['_COMMITMERGEDREPLY']._serialized_end=1010
-  _globals['_MARKFINISHEDREQUEST']._serialized_start=1012
-  _globals['_MARKFINISHEDREQUEST']._serialized_end=1033
-  _globals['_STATUSREQUEST']._serialized_start=1035
-  _globals['_STATUSREQUEST']._serialized_end=1050
-  _globals['_SWARMSTATUS']._serialized_start=1053
-  _globals['_SWARMSTATUS']._serialized_end=1404
-  _globals['_REVOKEREQUEST']._serialized_start=1406
-  _globals['_REVOKEREQUEST']._serialized_end=1458
-  _globals['_REVOKEREPLY']._serialized_start=1460
-  _globals['_REVOKEREPLY']._serialized_end=1490
-  _globals['_JOINREQUEST']._serialized_start=1492
-  _globals['_JOINREQUEST']._serialized_end=1548
-  _globals['_JOINREPLY']._serialized_start=1550
-  _globals['_JOINREPLY']._serialized_end=1672
-  _globals['_LEDGERRPCREQUEST']._serialized_start=1674
-  _globals['_LEDGERRPCREQUEST']._serialized_end=1709
-  _globals['_LEDGERRPCREPLY']._serialized_start=1711
-  _globals['_LEDGERRPCREPLY']._serialized_end=1744
-  _globals['_SWARMNETWORK']._serialized_start=2096
-  _globals['_SWARMNETWORK']._serialized_end=2805
-  _globals['_LEDGERPEER']._serialized_start=2807
-  _globals['_LEDGERPEER']._serialized_end=2881
+  _globals['_RECEIPTSREQUEST']._serialized_start=1012
+  _globals['_RECEIPTSREQUEST']._serialized_end=1095
+  _globals['_RECEIPTSACK']._serialized_start=1097
+  _globals['_RECEIPTSACK']._serialized_end=1110
+  _globals['_WAITRECEIPTSREQUEST']._serialized_start=1112
+  _globals['_WAITRECEIPTSREQUEST']._serialized_end=1183
+  _globals['_RECEIPT']._serialized_start=1185
+  _globals['_RECEIPT']._serialized_end=1223
+  _globals['_RECEIPTSET']._serialized_start=1225
+  _globals['_RECEIPTSET']._serialized_end=1290
+  _globals['_MARKFINISHEDREQUEST']._serialized_start=1292
+  _globals['_MARKFINISHEDREQUEST']._serialized_end=1313
+  _globals['_STATUSREQUEST']._serialized_start=1315
+  _globals['_STATUSREQUEST']._serialized_end=1330
+  _globals['_SWARMSTATUS']._serialized_start=1333
+  _globals['_SWARMSTATUS']._serialized_end=1684
+  _globals['_REVOKEREQUEST']._serialized_start=1686
+  _globals['_REVOKEREQUEST']._serialized_end=1738
+  _globals['_REVOKEREPLY']._serialized_start=1740
+  _globals['_REVOKEREPLY']._serialized_end=1770
+  _globals['_JOINREQUEST']._serialized_start=1772
+  _globals['_JOINREQUEST']._serialized_end=1828
+  _globals['_JOINREPLY']._serialized_start=1830
+  _globals['_JOINREPLY']._serialized_end=1952
+  _globals['_LEDGERRPCREQUEST']._serialized_start=1954
+  _globals['_LEDGERRPCREQUEST']._serialized_end=1989
+  _globals['_LEDGERRPCREPLY']._serialized_start=1991
+  _globals['_LEDGERRPCREPLY']._serialized_end=2024
+  _globals['_SWARMNETWORK']._serialized_start=2425
+  _globals['_SWARMNETWORK']._serialized_end=3271
+  _globals['_LEDGERPEER']._serialized_start=3273
+  _globals['_LEDGERPEER']._serialized_end=3347
 # @@protoc_insertion_point(module_scope)

@@ -79,6 +79,16 @@ class SwarmNetworkStub:
                 request_serializer=swarm_dot_protos_dot_sn__api__pb2.StatusRequest.SerializeToString,
                 response_deserializer=swarm_dot_protos_dot_sn__api__pb2.SwarmStatus.FromString,
                 _registered_method=True)
+        self.SubmitReceipts = channel.unary_unary(
+                '/swarm.sn.SwarmNetwork/SubmitReceipts',
+                request_serializer=swarm_dot_protos_dot_sn__api__pb2.ReceiptsRequest.SerializeToString,
+                response_deserializer=swarm_dot_protos_dot_sn__api__pb2.ReceiptsAck.FromString,
+                _registered_method=True)
+        self.WaitReceipts = channel.unary_unary(
+                '/swarm.sn.SwarmNetwork/WaitReceipts',
+                request_serializer=swarm_dot_protos_dot_sn__api__pb2.WaitReceiptsRequest.SerializeToString,
+                response_deserializer=swarm_dot_protos_dot_sn__api__pb2.ReceiptSet.FromString,
+                _registered_method=True)
         self.Revoke = channel.unary_unary(
                 '/swarm.sn.SwarmNetwork/Revoke',
                 request_serializer=swarm_dot_protos_dot_sn__api__pb2.RevokeRequest.SerializeToString,
@@ -151,6 +161,21 @@ class SwarmNetworkServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitReceipts(self, request, context):
+        """Receipt bitmaps of a sealed round (one SN only): each participant submits
+        which of the others' messages reached it intact; WaitReceipts returns the set
+        frozen once for everyone (all in, or a grace after the first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitReceipts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Revoke(self, request, context):
         """SWCI (administrator) certificates only.
         """
@@ -212,6 +237,16 @@ def add_SwarmNetworkServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=swarm_dot_protos_dot_sn__api__pb2.StatusRequest.FromString,
                     response_serializer=swarm_dot_protos_dot_sn__api__pb2.SwarmStatus.SerializeToString,
+            ),
+            'SubmitReceipts': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitReceipts,
+                    request_deserializer=swarm_dot_protos_dot_sn__api__pb2.ReceiptsRequest.FromString,
+                    response_serializer=swarm_dot_protos_dot_sn__api__pb2.ReceiptsAck.SerializeToString,
+            ),
+            'WaitReceipts': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitReceipts,
+                    request_deserializer=swarm_dot_protos_dot_sn__api__pb2.WaitReceiptsRequest.FromString,
+                    response_serializer=swarm_dot_protos_dot_sn__api__pb2.ReceiptSet.SerializeToString,
             ),
             'Revoke': grpc.unary_unary_rpc_method_handler(
                     servicer.Revoke,
@@ -467,6 +502,60 @@ class SwarmNetwork:
             '/swarm.sn.SwarmNetwork/GetStatus',
             swarm_dot_protos_dot_sn__api__pb2.StatusRequest.SerializeToString,
             swarm_dot_protos_dot_sn__api__pb2.SwarmStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitReceipts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarm.sn.SwarmNetwork/SubmitReceipts',
+            swarm_dot_protos_dot_sn__api__pb2.ReceiptsRequest.SerializeToString,
+            swarm_dot_protos_dot_sn__api__pb2.ReceiptsAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitReceipts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarm.sn.SwarmNetwork/WaitReceipts',
+            swarm_dot_protos_dot_sn__api__pb2.WaitReceiptsRequest.SerializeToString,
+            swarm_dot_protos_dot_sn__api__pb2.ReceiptSet.FromString,
             options,
             channel_credentials,
             insecure,

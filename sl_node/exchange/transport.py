@@ -1,0 +1,117 @@
+"""Sending one message to one peer: deadlines, byte counts, typed failures."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import grpc
+
+from swarm.network.wire import chunk_serializer
+from swarm.protos import sl_api_pb2 as pb
+from swarm.tensors import DEFAULT_CHUNK_BYTES
+
+CHUNK_BYTES = DEFAULT_CHUNK_BYTES
+SERVICE = pb.DESCRIPTOR.services_by_name["SwarmLearningPeer"].full_name
+SERIALIZE_CHUNKS = chunk_serializer(pb.ExchangeChunk.DESCRIPTOR.fields_by_name["data"].number)
+# Transfers get a floor rate for their deadlines: far below loopback or LAN speed,
+# so only a peer that stopped answering hits it.
+MIN_RATE_BYTES_S = 20e6
+
+
+# glibc serves a freed 1 MiB chunk's size from the heap after the first one is
+# freed (its dynamic mmap threshold), and every gRPC thread's heap then keeps its
+# peak: about 1.7 model sizes more per SL node at 45 MB (benchmarks/sl_memory.py).
+# Chunks from mmap go back to the system when freed.
+MMAP_THRESHOLD_BYTES = 256 << 10
+_M_MMAP_THRESHOLD = -3
+
+
+def return_chunks_to_the_system() -> bool:
+    """Pins glibc's mmap threshold (no-op elsewhere); True if it was set."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return bool(libc and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False
+
+
+class PushFailed(Exception):
+    """A push did not land: the peer refused it (its reason) or could not be reached."""
+
+    def __init__(self, message: str, unreachable: bool = False):
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
+@dataclass
+class ByteCounter:
+    sent: int = 0
+    received: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, sent: int = 0, received: int = 0) -> None:
+        with self.lock:
+            self.sent += sent
+            self.received += received
+
+
+class Transport:
+    """The peer channels, a push pool and the deadlines every message kind shares."""
+
+    def __init__(self, channel_for, counter: ByteCounter, peer_timeout_s: float):
+        self.channel_for = channel_for   # endpoint -> grpc.Channel (mTLS, SL role pinned)
+        self.counter = counter
+        self.timeout_s = peer_timeout_s
+        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="sl-push")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def deadline_s(self, nbytes: int) -> float:
+        return self.timeout_s + nbytes / MIN_RATE_BYTES_S
+
+    def stream(self, endpoint: str, who: str, method: str, items, nbytes: int) -> None:
+        """A client-streaming push of a header and raw chunks; raises PushFailed."""
+        push = self.channel_for(endpoint).stream_unary(
+            f"/{SERVICE}/{method}", request_serializer=SERIALIZE_CHUNKS,
+            response_deserializer=pb.ExchangeAck.FromString)
+        self._settle(who, endpoint, method,
+                     lambda: push(items, timeout=self.deadline_s(nbytes)))
+
+    def unary(self, endpoint: str, who: str, method: str, message) -> None:
+        call = self.channel_for(endpoint).unary_unary(
+            f"/{SERVICE}/{method}", request_serializer=type(message).SerializeToString,
+            response_deserializer=pb.ExchangeAck.FromString)
+        self._settle(who, endpoint, method, lambda: call(message, timeout=self.timeout_s))
+
+    @staticmethod
+    def _settle(who: str, endpoint: str, method: str, call) -> None:
+        try:
+            ack = call()
+        except grpc.RpcError as error:
+            raise PushFailed(f"{method} to {who} ({endpoint}) failed: {error.code().name}: "
+                             f"{error.details()}",
+                             unreachable=error.code() == grpc.StatusCode.UNAVAILABLE) from None
+        if not ack.ok:
+            raise PushFailed(f"{who} refused our {method}: {ack.error}")
+
+    def chunks(self, header: pb.ExchangeHeader, data: memoryview, codec):
+        """The stream of one push: its header, then the codec's chunks of data."""
+        yield pb.ExchangeChunk(header=header)
+        for chunk in codec.encode(data, CHUNK_BYTES):
+            self.counter.add(sent=len(chunk))
+            yield chunk  # sent as ExchangeChunk.data by SERIALIZE_CHUNKS, one copy
+
+
+@dataclass
+class Link:
+    """What every sender needs: the transport, the outgoing hook, the codec."""
+
+    transport: Transport
+    hook: object   # faults.OutgoingHook
+    codec: object  # codec.Codec
