@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,9 @@ def atomic_target(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
     """Yields a temporary path beside `path` (same suffix) to write to; on success it is
     synced and renamed over `path`, on an exception removed."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    tmp = Path(name)
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
