@@ -104,7 +104,9 @@ class RoundDriver:
 
     def __init__(self, sn, exchange, counter, node_id: str, layout: Layout, merge,
                  swarm_done: Callable[[], bool], record: Callable[[RoundOutcome], None],
-                 rejoin: Callable[[], None] = lambda: None, wait_slice_s: float = WAIT_SLICE_S, clock: Callable[[], float] = time.perf_counter):
+                 rejoin: Callable[[], None] = lambda: None,
+                 wait_slice_s: float = WAIT_SLICE_S,
+                 clock: Callable[[], float] = time.perf_counter):
         self.sn = sn
         self.exchange = exchange
         self.counter = counter
@@ -159,15 +161,15 @@ class RoundDriver:
             before = (self.counter.sent, self.counter.received)
             flat, hashes = update.flat, update.hashes
             try:
-                merged, merged_digest, merged_hashes = self.exchange.run(plan, flat, hashes, self.merge)
+                result = self.exchange.run(plan, flat, hashes, self.merge)
             except RoundFailed as error:
-                outcome = self._outcome(
-                    plan, "failed", str(error), participants, contributors, dropped,
-                    control_s, self._clock() - mark, before)
+                self._outcome(plan, "failed", str(error), participants, contributors, dropped,
+                              control_s, self._clock() - mark, before)
                 log.warning("%s; trying again in round %d without it", error, round_number + 1)
                 round_number += 1
                 continue
             exchange_s = self._clock() - mark
+            merged, merged_digest, merged_hashes = result
             if len(contributors) == 1:
                 # Not a merge: the one update is passed on as it is; say so plainly.
                 log.warning("round %d: only %s sent an update: every node takes its model "

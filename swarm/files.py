@@ -15,7 +15,8 @@ def atomic_target(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
     """Yields a temporary path beside `path` (same suffix) to write to; on success it is
     synced and renamed over `path`, on an exception removed."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.",
+                                suffix=f".tmp{path.suffix}")
     os.close(fd)
     tmp = Path(name)
     try:

@@ -18,7 +18,8 @@ def test_defaults_and_config_json():
     params = parse_params(**REQUIRED)
     assert params == SwarmParams(sync_frequency=10, min_peers=2)
     assert (params.merge_method, params.node_weightage, params.use_adaptive_sync,
-            params.checkin_model_on_train_end, params.merge_params) == ("mean", 1, False, "snapshot", {})
+            params.checkin_model_on_train_end, params.merge_params) == (
+        "mean", 1, False, "snapshot", {})
     config = json.loads(params.to_config_json())
     assert config["sync_frequency"] == 10 and config["min_peers"] == 2
     assert not {"ads_val_data", "model", "logger"} & set(config)
