@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -42,10 +41,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
 from simulated_hosts import SimulatedHosts  # noqa: E402
+from sl_node.round_driver import OUTCOMES_FILE, read_outcomes  # noqa: E402
 from sn_control_plane import SN, Workspace, free_port  # noqa: E402
 
-ROUND = re.compile(r"round (\d+) merged with (\d+) peers in ([\d.]+) s \(control ([\d.]+) s, "
-                   r"exchange ([\d.]+) s; sent ([\d.]+), received ([\d.]+) model sizes\)")
 STREAM_METHOD = "/bench.Stream/Push"
 
 
@@ -92,12 +90,13 @@ def run_swarm(ws: Workspace, tmp: Path, nodes: int, model_bytes: int, rounds: in
         for node, lines in enumerate(outputs):
             sys.stderr.writelines(f"node {node}: {line}" for line in lines if "phases" in line)
     per_round: dict[int, dict[int, tuple]] = {}
-    for node, lines in enumerate(outputs):
-        for line in lines:
-            match = ROUND.search(line)
-            if match:
-                values = tuple(float(v) for v in match.groups()[2:])
-                per_round.setdefault(int(match.group(1)), {})[node] = values
+    for node in range(nodes):
+        for r in read_outcomes(tmp / f"sl-{nodes}-{model_bytes}-{node}" / OUTCOMES_FILE):
+            if r["status"] == "merged":
+                size = r["model_bytes"] or 1
+                per_round.setdefault(r["round"], {})[node] = (
+                    r["control_s"] + r["exchange_s"], r["control_s"], r["exchange_s"],
+                    r["bytes_sent"] / size, r["bytes_received"] / size)
     complete = [per_round[r] for r in sorted(per_round) if len(per_round[r]) == nodes]
     return complete[1:]  # the first (on_train_begin) round also waits for start-up
 

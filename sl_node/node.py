@@ -1,4 +1,6 @@
-"""An SL node: its SN connection, its peer and local servers, and the sync-round loop."""
+"""An SL node: wiring and lifecycle (SN connection, peer and local servers, heartbeats),
+the sidecar's session, and the end of training. One round is `round_driver`'s job,
+loading the latest merged model `catchup`'s."""
 
 from __future__ import annotations
 
@@ -14,33 +16,25 @@ import grpc
 import numpy as np
 
 from swarm.identity import Authorizer, TlsMaterial
-from swarm.merging import get_merge
 from swarm.network.servers import ListenError, listen_secure, new_server
 from swarm.network.sn_client import Reason, SNClient, SwarmNetworkError
 from swarm.protos import local_api_pb2 as lpb
-from swarm.protos import sl_api_pb2 as pb
 from swarm.protos import sl_api_pb2_grpc as pb_grpc
-from swarm.tensors import (
-    Assembler,
-    Layout,
-    WeightsError,
-    digest_from_hashes,
-    verify_blocks,
-    weights_digest,
-)
+from swarm.session import CHECKIN_MODES, Session, SessionFormatError
+from swarm.tensors import Layout, WeightsError, weights_digest
 
-from sl_node.exchange import (ByteCounter, Exchange, Gate, Inboxes, Peer, ReceiptAgreement,
-                              RoundFailed, RoundPlan, hook_from_env)
+from sl_node.catchup import CatchUpError, MergedModel, fetch_latest
+from sl_node.exchange import ByteCounter, Exchange, Gate, Inboxes, ReceiptAgreement, hook_from_env
 from sl_node.exchange.gate import Revocations
 from sl_node.exchange.transport import return_chunks_to_the_system
 from sl_node.peer_service import SwarmLearningPeerServicer, add_to_server
+from sl_node.round_driver import OUTCOMES_FILE, OutcomeLog, RoundDriver, RoundOutcome, Update
 
 log = logging.getLogger("swarm.sl")
 
 # The digest an update-less (weight 0) participant checks in with.
 NO_UPDATE_DIGEST = hashlib.sha256(b"swarm: no update").digest()
 HEARTBEAT_S = 2.0
-WAIT_SLICE_S = 5.0
 MAX_MESSAGE_BYTES = 8 << 20
 
 
@@ -66,15 +60,6 @@ class SLConfig:
     @property
     def endpoint(self) -> str:
         return f"{self.host_ip}:{self.fs_port}"
-
-
-@dataclass
-class MergedModel:
-    round: int
-    layout: Layout
-    flat: np.ndarray
-    hashes: list[bytes]
-    digest: bytes
 
 
 class SwarmLearningNode:
@@ -103,6 +88,9 @@ class SwarmLearningNode:
         self._round_lock = threading.Lock()  # one round at a time
         self.layout: Layout | None = None
         self.merge = None
+        self.session: Session | None = None  # as recorded on the ledger
+        self.driver: RoundDriver | None = None
+        self.outcomes = OutcomeLog(config.data_dir / OUTCOMES_FILE)
         self.min_peers = 0
         self.latest: MergedModel | None = None
         self.last_round = 0
@@ -202,6 +190,8 @@ class SwarmLearningNode:
     def hello(self, config_json: str, layout_json: str, framework: str) -> lpb.HelloReply:
         try:
             params = json.loads(config_json or "{}")
+            if not isinstance(params, dict):
+                raise ValueError("its config is not a JSON object")
             layout = Layout.from_json(layout_json)
         except (ValueError, WeightsError) as error:
             raise SessionError(f"the sidecar's Hello is malformed: {error}") from None
@@ -210,34 +200,40 @@ class SwarmLearningNode:
         if layout.nbytes > self.config.max_model_bytes:
             raise SessionError(f"the model is {layout.nbytes} bytes, over the limit of "
                                f"{self.config.max_model_bytes}")
-        method = params.get("merge_method", "mean")
         try:
-            self.merge = get_merge(method, **params.get("merge_params", {}))
-        except ValueError as error:
+            asked = Session.from_hello(params, layout.fingerprint.hex())
+        except SessionFormatError as error:
             raise SessionError(str(error)) from None
-        # The first node's model layout is the swarm's: recorded on the ledger with the
-        # session, so a node whose model differs is refused here, before any round.
-        params["layout_fingerprint"] = layout.fingerprint.hex()
-        session = self.sn.configure(int(params.get("min_peers", 1)), json.dumps(params))
+        # The first node's Hello fixes the session on the ledger; every node then runs
+        # the recorded one, whatever its own sidecar asked for.
+        reply = self.sn.configure(asked.min_peers, asked.to_json())
         try:
-            recorded = json.loads(session.config_json or "{}")
-        except ValueError:
-            recorded = {}
-        swarm_layout = recorded.get("layout_fingerprint")
-        if swarm_layout and swarm_layout != params["layout_fingerprint"]:
+            session = Session.from_json(reply.config_json, reply.min_peers)
+            merge = session.build_merge()
+        except SessionFormatError as error:
+            raise SessionError(f"the swarm's recorded session cannot be used: {error}") from None
+        if session.layout_fingerprint and session.layout_fingerprint != asked.layout_fingerprint:
             raise SessionError("this sidecar's model differs from the swarm's (the shapes or "
                                "dtypes of its weights do not match the model the swarm "
                                "trains); every node must build the same model")
-        self.layout = layout
+        mismatches = [m for m in session.mismatches(asked) if m.name != "model layout"]
+        refused = [m.line() for m in mismatches if m.refused]
+        if refused:
+            raise SessionError("; ".join(refused))
+        for mismatch in mismatches:
+            log.warning("%s", mismatch.line())
+        self.layout, self.session, self.merge = layout, session, merge
         self.min_peers = session.min_peers
-        if session.min_peers != params.get("min_peers", session.min_peers):
-            log.warning("the swarm runs with min_peers=%d (recorded on the ledger), not the "
-                        "callback's %s", session.min_peers, params.get("min_peers"))
+        self.driver = RoundDriver(self.sn, self.exchange, self.counter, self.node_id, layout,
+                                  merge, self._done, self.outcomes,
+                                  rejoin=lambda: self.sn.register(self.config.endpoint),
+                                  expect=self.inboxes.expect)
         status = self.sn.status()
-        log.info("sidecar (%s) connected: %d tensors, %.1f MB, merge %s, min_peers %d",
-                 framework, len(layout.tensors), layout.nbytes / 1e6, method, self.min_peers)
+        log.info("sidecar (%s) connected: %d tensors, %.1f MB, merge %s %s, min_peers %d",
+                 framework, len(layout.tensors), layout.nbytes / 1e6, session.merge_method,
+                 json.dumps(session.merge_params), self.min_peers)
         return lpb.HelloReply(node_id=self.node_id, min_peers=self.min_peers,
-                              config_json=session.config_json,
+                              config_json=reply.config_json,
                               merged_model_available=status.has_merged_round)
 
     def sync(self, flat: np.ndarray, weight: int, begin: bool) -> tuple[lpb.SyncResult, MergedModel | None]:
@@ -257,9 +253,9 @@ class SwarmLearningNode:
     def finish(self, flat: np.ndarray | None, weight: int, mode: str) -> tuple[lpb.SyncResult, MergedModel | None]:
         """This node's training is over: take part until min_peers nodes have finished."""
         self._require_hello()
-        if mode not in ("snapshot", "active", "inactive"):
+        if mode not in CHECKIN_MODES:
             raise SessionError(f"checkin_model_on_train_end {mode!r} is not one of "
-                               f"snapshot, active, inactive")
+                               f"{', '.join(CHECKIN_MODES)}")
         self.sn.mark_finished()
         log.info("training finished here (%s); waiting until %d nodes have finished",
                  mode, self.min_peers)
@@ -312,133 +308,38 @@ class SwarmLearningNode:
         with self._round_lock:
             if flat is not None:
                 digest, hashes = weights_digest(self.layout, flat)
+                update = Update(flat, weight, digest, hashes)
             else:
-                digest, hashes, weight = NO_UPDATE_DIGEST, [], 0
+                update = Update(None, 0, NO_UPDATE_DIGEST, [])
             status = self.sn.status()
             round_number = max(self.last_round, status.last_sealed_round) + 1
-            while True:
-                if self._done():
-                    return self._final_result()
-                control_started = time.perf_counter()
-                self.inboxes.expect(round_number)  # peers may push for it from now on
-                try:
-                    self.sn.check_in(round_number, weight, digest)
-                except SwarmNetworkError as error:
-                    if error.reason == Reason.SWARM_DONE:
-                        self.swarm_done = True
-                        return self._final_result()
-                    if error.reason == Reason.ROUND_OVER and error.next_round:
-                        round_number = error.next_round
-                        continue
-                    raise
-                info = self._wait_sealed(round_number, weight, digest)
-                if info is None:
-                    return self._final_result()
-                plan = self._plan(info)
-                if plan is None:  # sealed without us (we were late): the next one
-                    log.info("round %d was sealed without this node; joining round %d",
-                             round_number, round_number + 1)
-                    round_number += 1
-                    continue
-                started = time.perf_counter()
-                control_s = started - control_started
-                before = (self.counter.sent, self.counter.received)
-                try:
-                    merged, merged_digest, merged_hashes = self.exchange.run(
-                        plan, flat, hashes, self.merge)
-                except RoundFailed as error:
-                    log.warning("%s; trying again in round %d without it", error,
-                                round_number + 1)
-                    round_number += 1
-                    continue
-                exchange_s = time.perf_counter() - started
-                sent, received = self.counter.sent - before[0], self.counter.received - before[1]
-                reply = self.sn.commit_merged(round_number, merged_digest)
-                if not reply.agreed:
-                    log.warning("round %d: our merged digest %s differs from the ledger's %s",
-                                round_number, merged_digest.hex()[:16],
-                                reply.ledger_digest.hex()[:16])
-                self.latest = MergedModel(round_number, self.layout, merged, merged_hashes,
-                                          merged_digest)
-                self.last_round = round_number
-                size = self.layout.nbytes or 1
-                log.info("round %d merged with %d peers in %.3f s (control %.3f s, exchange "
-                         "%.3f s; sent %.2f, received %.2f model sizes)", round_number,
-                         plan.size, control_s + exchange_s, control_s, exchange_s,
-                         sent / size, received / size)
-                return (lpb.SyncResult(round=round_number, participants=plan.size,
-                                       merged_digest=merged_digest, total_bytes=merged.nbytes),
-                        self.latest)
-
-    def _wait_sealed(self, round_number: int, weight: int, digest: bytes):
-        """Waits for the seal, saying who is missing; None when the swarm ended meanwhile."""
-        while True:
-            info = self.sn.wait_round(round_number, WAIT_SLICE_S)
-            if info.sealed:
-                return info
-            if self._done():
-                return None
-            if self.node_id not in info.checked_in:
-                # A restarted SN lost the check-in it held in memory: send it again.
-                try:
-                    self.sn.check_in(round_number, weight, digest)
-                except SwarmNetworkError as error:
-                    if error.reason != Reason.ROUND_OVER:  # sealed meanwhile: see above
-                        raise
-            log.info("round %d: waiting for peers (%d of min %d checked in; missing: %s)",
-                     round_number, len(info.checked_in), info.min_peers,
-                     ", ".join(info.missing) or "none")
-
-    def _plan(self, info) -> RoundPlan | None:
-        peers = tuple(Peer(p.node_id, p.endpoint, p.fingerprint, p.weight, bytes(p.digest))
-                      for p in info.participants)
-        me = next((i for i, p in enumerate(peers) if p.node_id == self.node_id), None)
-        if me is None:
-            return None
-        return RoundPlan(info.round, peers, me, self.layout)
+            outcome, merged = self.driver.run(round_number, update)
+            if merged is None:  # the swarm is done
+                self.swarm_done = True
+                return self._final_result()
+            flat_merged, merged_digest, merged_hashes = merged
+            self.latest = MergedModel(outcome.round, self.layout, flat_merged, merged_hashes,
+                                      merged_digest)
+            self.last_round = outcome.round
+            message = ""
+            if len(outcome.contributors) == 1:
+                message = (f"only {outcome.contributors[0]} sent an update: its model, "
+                           "not a merge")
+            return (lpb.SyncResult(round=outcome.round, participants=len(outcome.participants),
+                                   merged_digest=merged_digest, total_bytes=flat_merged.nbytes,
+                                   message=message), self.latest)
 
     def _fetch_latest(self, status) -> MergedModel:
-        """Loads the latest merged model from a peer that holds it, checked against the ledger."""
-        info = self.sn.wait_round(status.latest_merged_round, 0.1)
-        expected = bytes(status.latest_merged_digest)
-        errors = []
-        for participant in info.participants:
-            if participant.node_id == self.node_id:
-                continue
-            try:
-                model = self._fetch_from(participant.endpoint, status.latest_merged_round)
-            except grpc.RpcError as error:
-                errors.append(f"{participant.node_id}: {error.details()}")
-                continue
-            except WeightsError as error:
-                errors.append(f"{participant.node_id}: {error}")
-                continue
-            if model.digest != expected:
-                errors.append(f"{participant.node_id}: digest differs from the ledger's")
-                continue
-            log.info("loaded the merged model of round %d from %s", model.round,
-                     participant.node_id)
-            self.latest = model
-            self.last_round = max(self.last_round, model.round)
-            return model
-        raise SessionError(f"could not load the merged model of round "
-                           f"{status.latest_merged_round}: " + "; ".join(errors or ["no peer holds it"]))
-
-    def _fetch_from(self, endpoint: str, round_number: int) -> MergedModel:
-        stub = pb_grpc.SwarmLearningPeerStub(self._channel(endpoint))
-        stream = stub.FetchModel(pb.FetchRequest(round=round_number), timeout=300)
-        header = next(stream).header
-        layout = Layout.from_json(header.layout_json)
-        if layout.fingerprint != self.layout.fingerprint:
-            raise WeightsError("the swarm's model has another layout than this sidecar's")
-        assembler = Assembler(header.total_bytes, limit_bytes=self.config.max_model_bytes,
-                              who=endpoint)
-        for chunk in stream:
-            assembler.add(chunk.data)
-            self.counter.add(received=len(chunk.data))
-        data = assembler.finish()
-        hashes = list(header.block_hashes)
-        verify_blocks(data, 0, hashes, endpoint)
-        digest = digest_from_hashes(layout.fingerprint, hashes)
-        flat = np.frombuffer(data, dtype=layout.wire)
-        return MergedModel(header.round, layout, flat, hashes, digest)
+        try:
+            model = fetch_latest(self.sn, self._channel, self.node_id, self.layout,
+                                 self.counter, self.config.max_model_bytes, status)
+        except CatchUpError as error:
+            raise SessionError(str(error)) from None
+        self.latest = model
+        self.last_round = max(self.last_round, model.round)
+        self.outcomes(RoundOutcome(round=model.round, status="loaded",
+                                   reason="the swarm's merged model, from a peer",
+                                   bytes_received=model.layout.nbytes,
+                                   model_bytes=model.layout.nbytes,
+                                   merged_digest=model.digest.hex(), finished_at=time.time()))
+        return model

@@ -60,14 +60,22 @@ class NodeStatus:
     last_round_s: float | None = None
     lines: list[str] = field(default_factory=list)
 
+    def read_rounds(self, path: Path) -> None:
+        """The SL node's round records (rounds.jsonl): the last merged round's time."""
+        try:
+            lines = path.read_text().splitlines()
+        except FileNotFoundError:
+            return
+        merged = [r for r in map(json.loads, filter(None, lines)) if r["status"] == "merged"]
+        if merged:
+            self.last_round_s = merged[-1]["control_s"] + merged[-1]["exchange_s"]
+
     def read(self, line: str) -> None:
         self.lines.append(line)
         if match := re.search(r"Epoch (\d+): .*val_acc ([\d.]+)", line):
             self.epoch, self.state = int(match.group(1)), "training"
         elif match := re.search(r"Round (\d+) merged model: val_acc ([\d.]+)", line):
             self.rounds, self.merged_acc = int(match.group(1)), float(match.group(2))
-        elif match := re.search(r"round \d+ merged with \d+ peers in ([\d.]+) s", line):
-            self.last_round_s = float(match.group(1))
         elif "waiting for peers" in line:
             self.state = "waiting for peers"
         elif "waiting for the swarm to finish" in line:
@@ -133,6 +141,8 @@ def run_swarm(run_dir: Path) -> dict[str, NodeStatus]:
                                      f"logs in {logs}")
                 if any(p.poll() not in (None, 0) for p in procs):
                     break  # a failed node: its peers would wait for it in vain
+                for name, node in nodes.items():
+                    node.read_rounds(run_dir / name / "rounds.jsonl")
                 live.update(progress_table(nodes, started))
                 time.sleep(0.25)
             live.update(progress_table(nodes, started))

@@ -16,6 +16,8 @@ import numpy as np
 
 from swarm.callback.channel import LocalChannel
 from swarm.callback.params import SwarmParams, _parse
+from swarm.files import atomic_target
+from swarm.session import Session, SessionFormatError
 from swarm.tensors import Layout, WeightsError, check_finite
 
 FINAL_LOG_LINE = "All peers and Swarm training rounds finished. Final Swarm model was loaded."
@@ -52,19 +54,12 @@ def default_logger() -> logging.Logger:
 def save_npz(weights: Weights, directory: Path, name: str = "swarm_model") -> Path:
     """The NumPy default for saving the final model: one .npz, names kept for dicts."""
     path = directory / f"{name}.npz"
-    if isinstance(weights, dict):
-        np.savez(path, **weights)
-    else:
-        np.savez(path, *weights)
+    with atomic_target(path) as tmp:  # never half a model where the final one should be
+        if isinstance(weights, dict):
+            np.savez(tmp, **weights)
+        else:
+            np.savez(tmp, *weights)
     return path
-
-
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 class SwarmCallbackCore:
@@ -109,6 +104,7 @@ class SwarmCallbackCore:
         self._finished = False
         self._merge_listeners: list[Callable[[int], None]] = []
         self.node_id = ""
+        self.session: Session | None = None  # the recorded session, after Hello
         self.final_model_path: Path | None = None
         self.loopback = os.environ.get(LOOPBACK_ENV, "false").strip().lower() == "true"
         if self.loopback:
@@ -131,10 +127,6 @@ class SwarmCallbackCore:
     def sync_interval(self) -> int:
         """Batches between syncs now (syncFrequency, or its adaptive value)."""
         return self._interval
-
-    @property
-    def batches_done(self) -> int:
-        return self._batches
 
     def add_merge_listener(self, listener: Callable[[int], None]) -> None:
         """Call `listener(round_no)` after each merged model is loaded into the model
@@ -161,13 +153,7 @@ class SwarmCallbackCore:
                          "syncFrequency %d, minPeers %d", reply.node_id or "?",
                          len(self._layout.tensors), self._layout.nbytes / 2**20,
                          self.params.sync_frequency, self.params.min_peers)
-        if reply.min_peers and reply.min_peers != self.params.min_peers:
-            self.logger.warning("minPeers is %d here but the swarm session uses %d",
-                                self.params.min_peers, reply.min_peers)
-        session = _json_object(reply.config_json)
-        if session.get("merge_method", self.params.merge_method) != self.params.merge_method:
-            self.logger.warning("mergeMethod is %s here but the swarm session uses %s",
-                                self.params.merge_method, session["merge_method"])
+        self.session = self._recorded_session(reply)
         if reply.merged_model_available:
             self.logger.info("The swarm is already training: starting from its latest "
                              "merged model")
@@ -236,6 +222,20 @@ class SwarmCallbackCore:
             self._channel.close()
         if loaded:
             self.logger.info(FINAL_LOG_LINE)
+
+    def _recorded_session(self, reply) -> Session | None:
+        """The swarm's session as the ledger recorded it; says where it differs from
+        this callback's parameters (the SL node already refused what it cannot run)."""
+        try:
+            recorded = Session.from_json(reply.config_json, reply.min_peers)
+            asked = Session.from_hello(json.loads(self.params.to_config_json()),
+                                       recorded.layout_fingerprint)
+        except SessionFormatError as error:
+            self.logger.warning("The swarm's session could not be read: %s", error)
+            return None
+        for mismatch in recorded.mismatches(asked):
+            self.logger.warning("%s", mismatch.line())
+        return recorded
 
     # ---- rounds -------------------------------------------------------------------
 

@@ -9,8 +9,9 @@ import numbers
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-MERGE_METHODS = ("mean", "coordmedian", "geomedian", "trimmedmean", "krum")
-CHECKIN_MODES = ("snapshot", "active", "inactive")
+from swarm.merging import MERGE_METHODS, get_merge
+from swarm.session import CHECKIN_MODES
+
 ML_PLATFORMS = ("TF", "KERAS", "PYTORCH")
 MAX_NODE_WEIGHTAGE = 100
 DEFAULT_TRAINING_CONTRACT = "defaultbb.cqdb.sml.hpe"  # the established default name
@@ -20,6 +21,7 @@ CAMEL_CASE = {
     "syncFrequency": "sync_frequency",
     "minPeers": "min_peers",
     "mergeMethod": "merge_method",
+    "mergeParams": "merge_params",
     "nodeWeightage": "node_weightage",
     "useAdaptiveSync": "use_adaptive_sync",
     "adsValData": "ads_val_data",
@@ -53,11 +55,16 @@ class SwarmParams:
     sync_frequency: int
     min_peers: int
     merge_method: str = "mean"
+    # The merge method's parameters, e.g. {"trim": 0.2} or {"f": 1}: see swarm.merging.
+    merge_params: dict = field(default_factory=dict)
     node_weightage: int = 1
     use_adaptive_sync: bool = False
     ads_val_data: Any = field(default=None, repr=False)
     ads_val_batch_size: int | None = None
-    checkin_model_on_train_end: str = "inactive"
+    # Not the established product's "inactive": a node whose training ended keeps
+    # contributing its final model, so sites with fewer batches are not forgotten by
+    # the ones still training (README, "Defaults").
+    checkin_model_on_train_end: str = "snapshot"
     total_epochs: int | None = None
     # Accepted because established scripts pass them; recorded in the Hello config.
     training_contract: str = DEFAULT_TRAINING_CONTRACT
@@ -124,6 +131,17 @@ def _parse(kwargs: dict[str, Any], *, val_data_optional: bool) -> SwarmParams:
     out["min_peers"] = _int(name("min_peers"), values["min_peers"], 1)
     if "merge_method" in values:
         out["merge_method"] = _choice(name("merge_method"), values["merge_method"], MERGE_METHODS)
+    if values.get("merge_params") is not None:
+        value = values["merge_params"]
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ValueError(f"{name('merge_params')} {value!r} is not a dict of the merge "
+                             "method's parameters")
+        try:
+            get_merge(out.get("merge_method", "mean"), **value)
+            json.dumps(value)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{name('merge_params')} {value!r}: {error}") from None
+        out["merge_params"] = dict(value)
     if "node_weightage" in values:
         out["node_weightage"] = _int(name("node_weightage"), values["node_weightage"], 1,
                                      MAX_NODE_WEIGHTAGE)

@@ -69,7 +69,7 @@ def test_numpy_loop_syncs_loads_merges_and_saves(sl_node, tmp_path, caplog):
     assert len(standin.syncs) == 1 + batches // 4 == cb.rounds_done
     cb.on_train_end()
     assert [r.call for r in standin.received][-1] == "Finish"
-    assert standin.received[-1].header.checkin_model_on_train_end == "inactive"
+    assert standin.received[-1].header.checkin_model_on_train_end == "snapshot"  # the default
     assert cb.swarm_done
     np.testing.assert_array_equal(np.concatenate([a.ravel() for a in model.w]), standin.final())
     saved = np.load(tmp_path / "model" / "saved_models" / "swarm_model.npz")
@@ -196,3 +196,33 @@ def test_checkin_model_on_train_end(sl_node, mode):
     # snapshot the model this node ended its training with.
     expected = standin.syncs[-1].answer if mode == "active" else local
     np.testing.assert_array_equal(finish.flat, expected)
+
+
+def test_the_final_npz_is_written_whole_and_nothing_is_left_beside_it(tmp_path):
+    from swarm.callback.core import save_npz
+    path = save_npz({"w": np.arange(3.0)}, tmp_path)
+    assert np.load(path)["w"].tolist() == [0.0, 1.0, 2.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["swarm_model.npz"]
+
+
+def test_the_callback_reads_the_recorded_session_and_names_what_differs(caplog):
+    caplog.set_level(logging.WARNING, logger="swarm.callback")
+    from swarm.protos import local_api_pb2 as lpb
+    from swarm.session import Session
+    recorded = Session(min_peers=3, merge_method="mean", sync_frequency=8)
+
+    class RecordedSession:  # a channel whose SL node recorded another session
+        def hello(self, params, layout, framework):
+            return lpb.HelloReply(node_id="n1", min_peers=3, config_json=recorded.to_json())
+
+        def sync(self, flat, weight, kind):
+            return lpb.SyncResult(round=1, participants=2), flat
+
+    model = SoftmaxRegression()
+    cb = SwarmCallback(model.get, model.set, syncFrequency=4, minPeers=2,
+                       channel=RecordedSession())
+    cb.on_train_begin()
+    assert cb.session == recorded
+    assert ("this sidecar asks for minPeers=2 but the swarm's session (recorded on the "
+            "ledger) uses minPeers=3") in caplog.text
+    assert "syncFrequency=4" in caplog.text and "syncFrequency=8" in caplog.text

@@ -18,7 +18,8 @@ def test_defaults_and_config_json():
     params = parse_params(**REQUIRED)
     assert params == SwarmParams(sync_frequency=10, min_peers=2)
     assert (params.merge_method, params.node_weightage, params.use_adaptive_sync,
-            params.checkin_model_on_train_end) == ("mean", 1, False, "inactive")
+            params.checkin_model_on_train_end, params.merge_params) == (
+        "mean", 1, False, "snapshot", {})
     config = json.loads(params.to_config_json())
     assert config["sync_frequency"] == 10 and config["min_peers"] == 2
     assert not {"ads_val_data", "model", "logger"} & set(config)
@@ -54,7 +55,11 @@ def test_camel_case_and_snake_case_are_equal():
     ("minPeers", 0, "minPeers 0 is not an integer >= 1"),
     ("min_peers", -3, "min_peers -3 is not an integer >= 1"),
     ("mergeMethod", "avg",
-     "mergeMethod 'avg' is not one of: mean, coordmedian, geomedian, trimmedmean, krum"),
+     "mergeMethod 'avg' is not one of: mean, coordmedian, trimmedmean, geomedian, krum, "
+     "centeredclipping"),
+    ("mergeParams", ["trim"], "mergeParams ['trim'] is not a dict"),
+    ("mergeParams", {"tirm": 0.1}, "mergeParams {'tirm': 0.1}: merge method 'mean' has no "
+     "parameter 'tirm'"),
     ("merge_method", None, "merge_method None is not one of: mean"),
     ("nodeWeightage", 0, "nodeWeightage 0 is not an integer from 1 to 100"),
     ("nodeWeightage", 101, "nodeWeightage 101 is not an integer from 1 to 100"),
@@ -111,6 +116,19 @@ def test_both_spellings_of_one_parameter_is_an_error():
         parse_params(syncFrequency=1, minPeers=2, min_peers=2)
     with pytest.raises(ValueError, match="mergeMethod and merge_method"):
         parse_params(**REQUIRED, mergeMethod="mean", merge_method="mean")
+
+
+def test_every_merge_method_and_its_parameters_can_be_chosen():
+    from swarm.merging import MERGE_METHODS
+    for method in MERGE_METHODS:
+        assert parse_params(**REQUIRED, mergeMethod=method).merge_method == method
+    params = parse_params(**REQUIRED, mergeMethod="krum", mergeParams={"f": 1})
+    assert json.loads(params.to_config_json())["merge_params"] == {"f": 1}
+    clipped = parse_params(**REQUIRED, merge_method="centeredclipping",
+                           merge_params={"tau": 2.0})
+    assert clipped.merge_params == {"tau": 2.0}
+    with pytest.raises(ValueError, match=r"mergeParams \{'f': -1\}: krum: f must be"):
+        parse_params(**REQUIRED, mergeMethod="krum", mergeParams={"f": -1})
 
 
 def test_params_are_frozen():

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+from sl_node.round_driver import OUTCOMES_FILE, read_outcomes
 from swarm_testing import REPO
 
 SIDECAR = "tests/sl/digits_numpy_sidecar.py"
@@ -36,10 +37,12 @@ def test_two_numpy_nodes_end_bit_identical_and_beat_local_training(sites, start_
     results = [json.loads((tmp_path / f"model-{i}" / "result.json").read_text()) for i in (0, 1)]
     assert results[0]["weights_sha256"] == results[1]["weights_sha256"]
     assert results[0]["rounds"] >= 5
-    for proc, _ in nodes:
+    for proc, data_dir in nodes:
         assert "All peers and Swarm training rounds finished. Final Swarm model was loaded." \
             in proc.output
-        assert "sent" in proc.output and "model sizes" in proc.output
+        merged = [r for r in read_outcomes(data_dir / OUTCOMES_FILE) if r["status"] == "merged"]
+        assert len(merged) >= 5 and all(r["bytes_sent"] > 0 for r in merged), merged
+        assert len({r["merged_digest"] for r in merged}) == len(merged)
     for index in (0, 1):
         saved = list((tmp_path / f"model-{index}" / "saved_models").iterdir())
         assert saved, "the final model is saved under MODEL_DIR/saved_models"

@@ -1,0 +1,262 @@
+"""One sync round as a plain sequence of phases: CHECK_IN -> WAIT_SEAL -> EXCHANGE -> COMMIT.
+
+`RoundDriver.run` takes this node's update to a merged model and returns a
+`RoundOutcome`; every round it ends (merged or failed) is also handed to `record`,
+which appends it as one JSON line to <data_dir>/rounds.jsonl: tests, the demo and the
+benchmarks read those records, never log text. Decisions follow the SN's typed
+reasons (swarm.network.sn_client.Reason), never the words of its messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from swarm.network.sn_client import Reason, SwarmNetworkError
+from swarm.tensors import Layout
+
+from sl_node.exchange import Peer, RoundFailed, RoundPlan
+
+log = logging.getLogger("swarm.sl")
+
+WAIT_SLICE_S = 5.0
+OUTCOMES_FILE = "rounds.jsonl"
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """How one round ended at this node."""
+
+    round: int
+    status: str                          # merged | failed | loaded (catch-up) | swarm_done
+    reason: str = ""                     # why it failed, or what else to know
+    participants: tuple[str, ...] = ()   # the sealed set, in ledger order
+    contributors: tuple[str, ...] = ()   # participants with an update (weight > 0)
+    dropped: dict[str, str] = field(default_factory=dict)  # node id -> why
+    control_s: float = 0.0               # check-in to seal
+    exchange_s: float = 0.0              # the sharded exchange and merge
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    model_bytes: int = 0
+    merged_digest: str = ""              # hex
+    merge_method: str = ""               # the session's, as this node ran it
+    agreed: bool | None = None           # our digest equals the ledger's
+    finished_at: float = 0.0             # unix seconds
+
+    @property
+    def merged(self) -> bool:
+        return self.status == "merged"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+class OutcomeLog:
+    """Appends outcomes to rounds.jsonl, one line per write (O_APPEND: a reader never
+    sees half a line from a writer that died mid-round)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def __call__(self, outcome: RoundOutcome) -> None:
+        line = (outcome.to_json() + "\n").encode()
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+
+
+def read_outcomes(path: Path) -> list[dict]:
+    """The records of a rounds.jsonl (for tests, the demo and the benchmarks)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass
+class Update:
+    """What this node brings to a round: its weights (None: no update) and their digest."""
+
+    flat: np.ndarray | None
+    weight: int
+    digest: bytes
+    hashes: list[bytes]
+
+
+class RoundDriver:
+    """Runs rounds for one node until one merges or the swarm is done.
+
+    `sn` is an SNClient (or a fake with the same methods), `exchange` runs a sealed
+    round with peers (`run(plan, flat, hashes, merge)`), `counter` counts bytes, and
+    `swarm_done()` says whether min_peers nodes have finished.
+    """
+
+    def __init__(self, sn, exchange, counter, node_id: str, layout: Layout, merge,
+                 swarm_done: Callable[[], bool], record: Callable[[RoundOutcome], None],
+                 rejoin: Callable[[], None] = lambda: None,
+                 expect: Callable[[int], None] = lambda round_number: None,
+                 wait_slice_s: float = WAIT_SLICE_S,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.sn = sn
+        self.exchange = exchange
+        self.counter = counter
+        self.node_id = node_id
+        self.layout = layout
+        self.merge = merge
+        self._swarm_done = swarm_done
+        self._record = record
+        self._rejoin = rejoin
+        self._expect = expect  # peers may push for a round once we check in for it
+        self.wait_slice_s = wait_slice_s
+        self._clock = clock
+
+    def run(self, round_number: int, update: Update) -> tuple[RoundOutcome, tuple | None]:
+        """Rounds from `round_number` on until one merges or the swarm is done; returns
+        the last outcome and, when merged, (merged flat, merged digest, block hashes)."""
+        while True:
+            if self._swarm_done():
+                return self._done(round_number, "min_peers nodes have finished"), None
+            started = self._clock()
+            # CHECK_IN
+            try:
+                self._check_in(round_number, update)
+            except SwarmNetworkError as error:
+                if error.reason == Reason.SWARM_DONE:
+                    return self._done(round_number, "the SN says the swarm is done"), None
+                if error.reason == Reason.ROUND_OVER and error.next_round:
+                    round_number = error.next_round
+                    continue
+                raise
+            # WAIT_SEAL
+            info, missing = self._wait_sealed(round_number, update)
+            if info is None:
+                return self._done(round_number, "the swarm ended while waiting"), None
+            if isinstance(info, int):  # sealed without us: the SN named the next round
+                log.info("round %d was sealed without this node; joining round %d",
+                         round_number, info)
+                round_number = info
+                continue
+            plan = self._plan(info)
+            if plan is None:
+                log.info("round %d was sealed without this node; joining round %d",
+                         round_number, round_number + 1)
+                round_number += 1
+                continue
+            participants = tuple(p.node_id for p in plan.peers)
+            contributors = tuple(plan.peers[i].node_id for i in plan.contributors)
+            dropped = {n: "did not check in before the seal" for n in missing
+                       if n not in participants}
+            control_s = self._clock() - started
+            # EXCHANGE
+            mark = self._clock()
+            before = (self.counter.sent, self.counter.received)
+            flat, hashes = update.flat, update.hashes
+            try:
+                result = self.exchange.run(plan, flat, hashes, self.merge)
+            except RoundFailed as error:
+                self._outcome(plan, "failed", str(error), participants, contributors, dropped,
+                              control_s, self._clock() - mark, before)
+                log.warning("%s; trying again in round %d without it", error, round_number + 1)
+                round_number += 1
+                continue
+            exchange_s = self._clock() - mark
+            merged, merged_digest, merged_hashes = result
+            # Updates refused or missing during the exchange, beside late check-ins.
+            dropped.update(getattr(result, "dropped", None) or {})
+            if len(contributors) == 1:
+                # Not a merge: the one update is passed on as it is; say so plainly.
+                log.warning("round %d: only %s sent an update: every node takes its model "
+                            "as it is (nothing to merge)", round_number, contributors[0])
+            # COMMIT
+            reply = self.sn.commit_merged(round_number, merged_digest)
+            if not reply.agreed:
+                log.warning("round %d: our merged digest %s differs from the ledger's %s",
+                            round_number, merged_digest.hex()[:16],
+                            reply.ledger_digest.hex()[:16])
+            outcome = self._outcome(
+                plan, "merged", "" if len(contributors) > 1 else "a single contributor",
+                participants, contributors, dropped, control_s, exchange_s, before,
+                merged_digest=merged_digest.hex(), agreed=bool(reply.agreed))
+            size = self.layout.nbytes or 1
+            log.info("round %d merged with %d peers in %.3f s (control %.3f s, exchange "
+                     "%.3f s; sent %.2f, received %.2f model sizes)", round_number,
+                     plan.size, control_s + exchange_s, control_s, exchange_s,
+                     outcome.bytes_sent / size, outcome.bytes_received / size)
+            return outcome, (merged, merged_digest, merged_hashes)
+
+    # --- phases' pieces ----------------------------------------------------------------
+
+    def _wait_sealed(self, round_number: int, update: Update):
+        """(RoundInfo, node ids seen missing) once sealed; (next round, ...) when it was
+        sealed without us; (None, ...) when the swarm ended meanwhile."""
+        missing: set[str] = set()
+        while True:
+            info = self.sn.wait_round(round_number, self.wait_slice_s)
+            if info.sealed:
+                return info, missing
+            if self._swarm_done():
+                return None, missing
+            missing = set(info.missing)
+            log.info("round %d: waiting for peers (%d of min %d checked in; missing: %s)",
+                     round_number, len(info.checked_in), info.min_peers,
+                     ", ".join(info.missing) or "none")
+            # Idempotent: an SN that restarted and lost its in-memory check-ins has it again.
+            try:
+                self._check_in(round_number, update)
+            except SwarmNetworkError as error:
+                if error.reason == Reason.SWARM_DONE:
+                    return None, missing
+                if error.reason == Reason.ROUND_OVER and error.next_round:
+                    info = self.sn.wait_round(round_number, 0.1)
+                    if info.sealed:
+                        return info, missing
+                    return error.next_round, missing
+                raise
+
+    def _check_in(self, round_number: int, update: Update) -> None:
+        self._expect(round_number)
+        try:
+            self.sn.check_in(round_number, update.weight, update.digest)
+        except SwarmNetworkError as error:
+            if error.reason != Reason.INACTIVE:
+                raise
+            # Marked inactive (silent too long, e.g. a slow start): register again, once.
+            log.warning("round %d: this node was inactive on the ledger; registering again",
+                        round_number)
+            self._rejoin()
+            self.sn.check_in(round_number, update.weight, update.digest)
+
+    def _plan(self, info) -> RoundPlan | None:
+        peers = tuple(Peer(p.node_id, p.endpoint, p.fingerprint, p.weight, bytes(p.digest))
+                      for p in info.participants)
+        me = next((i for i, p in enumerate(peers) if p.node_id == self.node_id), None)
+        if me is None:
+            return None
+        return RoundPlan(info.round, peers, me, self.layout)
+
+    def _outcome(self, plan, status, reason, participants, contributors, dropped, control_s,
+                 exchange_s, before, merged_digest="", agreed=None) -> RoundOutcome:
+        outcome = RoundOutcome(
+            round=plan.round, status=status, reason=reason, participants=participants,
+            contributors=contributors, dropped=dropped, control_s=round(control_s, 6),
+            exchange_s=round(exchange_s, 6), bytes_sent=self.counter.sent - before[0],
+            bytes_received=self.counter.received - before[1],
+            model_bytes=self.layout.nbytes, merged_digest=merged_digest, agreed=agreed,
+            merge_method=getattr(self.merge, "name", ""), finished_at=time.time())
+        self._record(outcome)
+        return outcome
+
+    def _done(self, round_number: int, reason: str) -> RoundOutcome:
+        return RoundOutcome(round=round_number, status="swarm_done", reason=reason,
+                            model_bytes=self.layout.nbytes, finished_at=time.time())
