@@ -239,16 +239,15 @@ class SwarmLearningNode:
     def sync(self, flat: np.ndarray, weight: int, begin: bool) -> tuple[lpb.SyncResult, MergedModel | None]:
         """One round with this update; returns the merged model (or the final one)."""
         self._require_hello()
-        if self._done():
+        status = self.sn.status()  # one status read per sync: done? catch up? which round?
+        if self._done(status):
             return self._final_result()
-        if begin:
-            status = self.sn.status()
-            if status.has_merged_round:  # a late joiner or a restart: catch up first
-                model = self._fetch_latest(status)
-                return (lpb.SyncResult(round=model.round, merged_digest=model.digest,
-                                       total_bytes=model.layout.nbytes,
-                                       message="loaded the swarm's latest merged model"), model)
-        return self._round(flat, weight)
+        if begin and status.has_merged_round:  # a late joiner or a restart: catch up first
+            model = self._fetch_latest(status)
+            return (lpb.SyncResult(round=model.round, merged_digest=model.digest,
+                                   total_bytes=model.layout.nbytes,
+                                   message="loaded the swarm's latest merged model"), model)
+        return self._round(flat, weight, status)
 
     def finish(self, flat: np.ndarray | None, weight: int, mode: str) -> tuple[lpb.SyncResult, MergedModel | None]:
         """This node's training is over: take part until min_peers nodes have finished."""
@@ -260,13 +259,12 @@ class SwarmLearningNode:
         log.info("training finished here (%s); waiting until %d nodes have finished",
                  mode, self.min_peers)
         contribution, contribution_weight = (None, 0) if mode == "inactive" else (flat, weight)
-        while not self._done():
-            status = self.sn.status()
+        while not self._done(status := self.sn.status()):
             next_round = max(self.last_round, status.last_sealed_round) + 1
             info = self.sn.wait_round(next_round, timeout_s=1.0, until_check_in=True)
             others = [n for n in info.checked_in if n != self.node_id]
             if info.sealed or others:  # peers are syncing: take part
-                self._round(contribution, contribution_weight)
+                self._round(contribution, contribution_weight, status)
                 if mode == "active" and self.latest is not None:
                     contribution = self.latest.flat
         return self._final_result()
@@ -277,9 +275,11 @@ class SwarmLearningNode:
         if self.layout is None:
             raise SessionError("the sidecar must call Hello before Sync or Finish")
 
-    def _done(self) -> bool:
+    def _done(self, status=None) -> bool:
+        """Whether min_peers nodes have finished; `status` is a fresh GetStatus if the
+        caller has one."""
         if not self.swarm_done:
-            status = self.sn.status()
+            status = status or self.sn.status()
             self.swarm_done = status.finished >= max(1, self.min_peers)
             if self.swarm_done:
                 log.info("%d node(s) finished training: the swarm is done", status.finished)
@@ -304,16 +304,18 @@ class SwarmLearningNode:
                                total_bytes=model.layout.nbytes,
                                message="the final swarm model"), model)
 
-    def _round(self, flat: np.ndarray | None, weight: int) -> tuple[lpb.SyncResult, MergedModel | None]:
+    def _round(self, flat: np.ndarray | None, weight: int,
+               status) -> tuple[lpb.SyncResult, MergedModel | None]:
         with self._round_lock:
             if flat is not None:
                 digest, hashes = weights_digest(self.layout, flat)
                 update = Update(flat, weight, digest, hashes)
             else:
                 update = Update(None, 0, NO_UPDATE_DIGEST, [])
-            status = self.sn.status()
             round_number = max(self.last_round, status.last_sealed_round) + 1
-            outcome, merged = self.driver.run(round_number, update)
+            # The caller just read `status`: the driver need not ask again whether the
+            # swarm is done before its first check-in (a CheckIn says SWARM_DONE anyway).
+            outcome, merged = self.driver.run(round_number, update, known_live=True)
             if merged is None:  # the swarm is done
                 self.swarm_done = True
                 return self._final_result()

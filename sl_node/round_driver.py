@@ -121,12 +121,15 @@ class RoundDriver:
         self.wait_slice_s = wait_slice_s
         self._clock = clock
 
-    def run(self, round_number: int, update: Update) -> tuple[RoundOutcome, tuple | None]:
+    def run(self, round_number: int, update: Update,
+            known_live: bool = False) -> tuple[RoundOutcome, tuple | None]:
         """Rounds from `round_number` on until one merges or the swarm is done; returns
-        the last outcome and, when merged, (merged flat, merged digest, block hashes)."""
+        the last outcome and, when merged, (merged flat, merged digest, block hashes).
+        `known_live`: the caller has just seen that the swarm is not done."""
         while True:
-            if self._swarm_done():
+            if not known_live and self._swarm_done():
                 return self._done(round_number, "min_peers nodes have finished"), None
+            known_live = False
             started = self._clock()
             # CHECK_IN
             try:
