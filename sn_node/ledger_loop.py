@@ -7,9 +7,11 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Callable
 
-from swarm.ledger import STATUS_INACTIVE, LedgerClient, LedgerError, node_key
+from swarm.ledger import (STATUS_ACTIVE, STATUS_INACTIVE, STATUS_REVOKED, LedgerClient,
+                          LedgerError, Member, node_key)
 
 from sn_node.directory import MemberDirectory
 from sn_node.rounds import CheckIn, RoundBook, SealedRound, SealPlan
@@ -55,7 +57,11 @@ class LedgerLoop:
         self._refresh_config()
         last = self.ledger.last_sealed_round()
         if last:
-            self.rounds.note_sealed(self._sealed_round(last))
+            try:
+                self.rounds.note_sealed(self._sealed_round(last))
+            except LedgerError as error:  # its block is pruned: rounds go on from the next one
+                log.warning("cannot read the last sealed round: %s", error)
+                return
             merged = self.rounds.sealed(last).merged_digest
             if merged:
                 self.rounds.note_merged(last, merged)
@@ -108,7 +114,8 @@ class LedgerLoop:
                     self.transactions += 1
                 except Exception as error:  # handed to the waiting RPC
                     future.set_exception(error)
-            self._members_stale = True
+        # Membership changes arrive as events (applied in _poll_events); a full re-read
+        # (1 + 2M contract calls) only when asked for or after a gap.
         if self._members_stale:
             self._refresh_members()
         for member in self.directory.silent_members():
@@ -171,15 +178,17 @@ class LedgerLoop:
 
     def _poll_events(self) -> None:
         events, self._next_block = self.ledger.events_since(self._next_block)
+        members: dict[bytes, Member] | None = None  # changed by this batch of events
         for event in events:
             name, args = event.name, event.args
             if name == "CheckedIn":  # one event per batch
                 for key, weight, digest in zip(args["ids"], args["weights"], args["digests"]):
                     self.rounds.note_check_in(args["round"], key, CheckIn(weight, digest))
-            elif name == "RoundSealed":
+            elif name == "RoundSealed":  # carries the lists: no read of the round needed
                 if self.rounds.sealed(args["round"]) is None:
-                    self._report_left_out(self.rounds.note_sealed(
-                        self._sealed_round(args["round"])))
+                    self._report_left_out(self.rounds.note_sealed(SealedRound(
+                        args["round"], tuple(args["participants"]), tuple(args["weights"]),
+                        tuple(args["digests"]), b"")))
             elif name == "MergeCommitted":
                 self.rounds.note_merged(args["round"], args["digest"])
             elif name == "MergeMismatch":
@@ -190,11 +199,14 @@ class LedgerLoop:
                 self._refresh_config()
             elif name == "NodeFinished":
                 self.finished = args["finishedCount"]
-            elif name == "Revoked":
-                self.directory.note_revoked(args["fingerprint"].hex())
-                self._members_stale = True
-            elif name in ("MemberRegistered", "StatusChanged"):
-                self._members_stale = True
+            elif name in ("MemberRegistered", "StatusChanged", "Revoked"):
+                if name == "Revoked":
+                    self.directory.note_revoked(args["fingerprint"].hex())
+                if members is None:
+                    members = {node_key(m.node_id): m for m in self.directory.all()}
+                _apply_member_event(members, name, args)
+        if members is not None:
+            self.directory.replace(list(members.values()))
 
     def _sealed_round(self, round_number: int) -> SealedRound:
         info = self.ledger.round_info(round_number)
@@ -209,7 +221,7 @@ class LedgerLoop:
 
     def refresh_round(self, round_number: int) -> None:
         """Re-reads a sealed round's merged digest straight from the ledger."""
-        merged = self.ledger.round_info(round_number).merged_digest
+        merged = self.ledger.merged_digest(round_number)
         if merged:
             self.rounds.note_merged(round_number, merged)
 
@@ -222,3 +234,22 @@ class LedgerLoop:
         if config.configured:
             self.min_peers, self.config_json = config.min_peers, config.config_json
         self.finished = self.ledger.finished_count()
+
+
+def _apply_member_event(members: dict[bytes, Member], name: str, args) -> None:
+    """Applies one membership event to a {key: Member} map, as the contract does.
+
+    last_seen is not in the events: the poll follows the chain within a second,
+    so the local clock stands in for the block's timestamp.
+    """
+    now = int(time.time())
+    if name == "MemberRegistered":
+        members[args["id"]] = Member(args["id"], args["nodeId"], args["role"], args["fingerprint"],
+                                     args["endpoint"], STATUS_ACTIVE, now, args["controller"])
+        return
+    key = args["id"]
+    member = members.get(key)
+    if member is None:
+        return  # revoked before it ever registered: nothing to update
+    status = args["status"] if name == "StatusChanged" else STATUS_REVOKED
+    members[key] = replace(member, status=status, last_seen=now)

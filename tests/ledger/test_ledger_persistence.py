@@ -85,9 +85,11 @@ def test_sigkill_keeps_every_acknowledged_block(tmp_path, mode):
         chain.close()
 
 
-def _seal_rounds(sn, first: int, count: int) -> None:
+def _seal_rounds(sn, first: int, count: int, merged: bool = False) -> None:
     for r in range(first, first + count):
         sn.check_in_and_seal(r, SLS1[:2], [1, 1], [digest(r)] * 2)
+        if merged:
+            sn.commit_merged(r, SLS1[0], digest(f"m{r}"))
 
 
 def test_torn_tail_and_uncommitted_records_are_dropped(tmp_path):
@@ -207,8 +209,10 @@ def test_one_process_per_data_dir(tmp_path):
 
 
 def _ledger_state(sn, rounds: range) -> tuple:
+    """Members, session, every round's merged digest, and the last rounds in full (their
+    blocks are kept; older rounds' lists are in the archive)."""
     return (sorted((m.node_id, m.status, m.endpoint) for m in sn.members()), sn.config(), sn.last_sealed_round(),
-            [sn.round_info(r) for r in rounds])
+            [sn.merged_digest(r) for r in rounds], [sn.round_info(r) for r in rounds[-20:]])
 
 
 def test_compaction_prunes_old_blocks_and_keeps_the_ledger(tmp_path):
@@ -218,8 +222,8 @@ def test_compaction_prunes_old_blocks_and_keeps_the_ledger(tmp_path):
     sn1, _, _ = build_swarm(chain.w3, d, chain.dev_accounts[0])
     sn1.configure(1, "{}")
     first_round_block = chain.block_number + 1
-    rounds = MIN_KEEP_BLOCKS + 40
-    _seal_rounds(sn1, 1, rounds)
+    rounds = MIN_KEEP_BLOCKS // 2 + 20
+    _seal_rounds(sn1, 1, rounds, merged=True)
     state = _ledger_state(sn1, range(1, rounds + 1))
     head = chain.block_number
     recent, _ = sn1.events_since(head - 5)
@@ -229,6 +233,8 @@ def test_compaction_prunes_old_blocks_and_keeps_the_ledger(tmp_path):
     after = (d / JOURNAL_NAME).stat().st_size
     assert info["pruned_blocks"] == head - MIN_KEEP_BLOCKS and after < before / 2
     assert _ledger_state(sn1, range(1, rounds + 1)) == state  # the contract's storage is never pruned
+    with pytest.raises(LedgerError, match="no longer serves"):
+        sn1.round_info(1)
     assert sn1.events_since(head - 5)[0] == recent
     assert chain.w3.eth.get_block(0)["number"] == 0  # genesis stays (open_or_deploy checks it)
     # The pruned blocks' events are archived, one line per block, in order.
