@@ -108,11 +108,12 @@ def _record(op: int, key: bytes, value: bytes) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def _replay(data: bytes) -> tuple[dict[bytes, bytes], int, int]:
-    """Apply a journal image: returns (store, end of last commit, commit count)."""
+def _replay(data: bytes) -> tuple[dict[bytes, bytes], int, int, int]:
+    """Apply a journal image: returns (store, end of last commit, commit count, end of the
+    first commit), the first commit being the snapshot the journal started from."""
     store: dict[bytes, bytes] = {}
     pending: list[tuple[bytes, bytes | None]] = []
-    pos = committed_end = len(_MAGIC)
+    pos = committed_end = first_end = len(_MAGIC)
     commits = 0
     size = len(data)
     view = memoryview(data)
@@ -133,11 +134,13 @@ def _replay(data: bytes) -> tuple[dict[bytes, bytes], int, int]:
             pending.clear()
             committed_end = end
             commits += 1
+            if commits == 1:
+                first_end = end
         else:
             key = bytes(view[kstart:kstart + klen])
             pending.append((key, bytes(view[kstart + klen:kstart + klen + vlen]) if op == _OP_SET else None))
         pos = end
-    return store, committed_end, commits
+    return store, committed_end, commits, first_end
 
 
 def _fsync_dir(path: Path) -> None:
@@ -459,12 +462,12 @@ class EmbeddedChain:
         chain_class = type(backend.chain)
 
         store: dict[bytes, bytes] = {}
-        size = committed = commits = 0
+        size = committed = commits = snapshot = 0
         if self.journal_path.exists():
             data = self.journal_path.read_bytes()
             size = len(data)
             if data[:len(_MAGIC)] == _MAGIC:
-                store, committed, commits = _replay(data)
+                store, committed, commits, snapshot = _replay(data)
             elif size >= len(_MAGIC):
                 raise LedgerError("EmbeddedChain", f"{self.journal_path} is not a chain journal")
             del data
@@ -475,9 +478,9 @@ class EmbeddedChain:
             _write_snapshot(self.journal_path, store)
             action = "created"
         else:
-            live = sum(len(k) + len(v) + _HEAD.size + _CRC.size for k, v in store.items())
-            if committed > compact_min_bytes and committed > compact_ratio * live:
-                compact = True  # below, once the chain is up: pruning reads it
+            # Killed before it could compact (or never compacted): do it now, once the chain is up.
+            if committed > max(compact_min_bytes, compact_ratio * snapshot):
+                compact = True
                 action = "compacted"
             if committed < size:
                 # Cut a torn tail (kill -9 mid-commit) so new records follow a good one.
@@ -498,11 +501,7 @@ class EmbeddedChain:
         self._archive = _Archive(self.data_dir / ARCHIVE_NAME)
         self.tester = EthereumTester(backend)
         self._lock = threading.RLock()
-        self._compact_at = max(compact_min_bytes, compact_ratio * self._db.durable_size)
-        head = self._chain.get_canonical_head().block_number
-        if not compact and committed > compact_min_bytes and head > 2 * keep_blocks and \
-                SchemaV1.make_block_number_to_hash_lookup_key(1) in store:
-            compact = True  # a journal never pruned (written before pruning existed)
+        self._compact_at = max(compact_min_bytes, compact_ratio * (snapshot or self._db.durable_size))
         if compact:
             self.compact()
         self.provider = EmbeddedProvider(self.tester, self._lock, self._after_request)
