@@ -145,7 +145,7 @@ def main() -> int:
             row = {"rounds": r, "measured": True, "journal_mb": file_mb(data / "chain" / "chain.journal"),
                    "archive_mb": file_mb(data / "chain" / "chain-archive.jsonl"), "driver_rss_mb": rss_mb(),
                    "rounds_per_s": driven / (time.perf_counter() - started),
-                   "compactions": sentinel.chain.compactions}
+                   "compactions": getattr(sentinel.chain, "compactions", 0)}
             sentinel.close()
             again = reopen(data)
             row.update(reopen_s=again["open_s"], import_s=again["import_s"],

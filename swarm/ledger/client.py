@@ -33,6 +33,8 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
 from web3.providers.base import JSONBaseProvider
 
+from swarm.files import atomic_write
+
 ARTIFACT_PATH = Path(__file__).resolve().parent / "contracts" / "SwarmLedger.json"
 
 ROLE_SN, ROLE_SL, ROLE_SWCI = 1, 2, 3
@@ -229,14 +231,7 @@ def load_or_create_account(path: str | os.PathLike) -> LocalAccount:
         return Account.from_key(key)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     account = Account.create()
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, (account.key.hex() + "\n").encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written key
+    atomic_write(path, (account.key.hex() + "\n").encode("ascii"), mode=0o600)
     return account
 
 

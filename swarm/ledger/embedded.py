@@ -57,6 +57,8 @@ from web3 import HTTPProvider, Web3
 from web3.middleware import ExtraDataToPOAMiddleware
 from web3.providers.eth_tester import EthereumTesterProvider
 
+from swarm.files import atomic_write
+
 from .client import LedgerClient, LedgerError, deploy_ledger, fund, load_artifact, load_or_create_account
 
 log = logging.getLogger(__name__)
@@ -143,28 +145,12 @@ def _replay(data: bytes) -> tuple[dict[bytes, bytes], int, int, int]:
     return store, committed_end, commits, first_end
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_snapshot(path: Path, store: Mapping[bytes, bytes], seq: int = 0) -> int:
     """Atomically replace the journal with one commit holding ``store``; returns its size."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb", buffering=1 << 20) as fh:
-        fh.write(_MAGIC)
-        for key, value in store.items():
-            fh.write(_record(_OP_SET, key, value))
-        fh.write(_record(_OP_COMMIT, b"", seq.to_bytes(8, "big")))
-        fh.flush()
-        os.fsync(fh.fileno())
-        size = fh.tell()
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    return size
+    image = b"".join((_MAGIC, *(_record(_OP_SET, k, v) for k, v in store.items()),
+                      _record(_OP_COMMIT, b"", seq.to_bytes(8, "big"))))
+    atomic_write(path, image)
+    return len(image)
 
 
 # ---------------------------------------------------------------- pruning
@@ -461,6 +447,8 @@ class EmbeddedChain:
         backend = PyEVMBackend()
         chain_class = type(backend.chain)
 
+        for stale in self.data_dir.glob(f".{JOURNAL_NAME}.*.tmp"):  # a snapshot cut short by a kill
+            stale.unlink()
         store: dict[bytes, bytes] = {}
         size = committed = commits = snapshot = 0
         if self.journal_path.exists():
@@ -606,17 +594,6 @@ class EmbeddedChain:
 
 # ---------------------------------------------------------------- ledger bootstrap
 
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def open_or_deploy(w3: Web3, data_dir: str | os.PathLike, *, sentinel_node_id: str,
                    fingerprint: bytes | str, endpoint: str, account: LocalAccount | None = None,
                    funder: LocalAccount | None = None, fund_wei: int = DEFAULT_FUND_WEI) -> LedgerClient:
@@ -656,7 +633,7 @@ def open_or_deploy(w3: Web3, data_dir: str | os.PathLike, *, sentinel_node_id: s
     if funder is not None and w3.eth.get_balance(account.address) < fund_wei // 2:
         fund(w3, funder, account.address, fund_wei)
     address = deploy_ledger(w3, account, sentinel_node_id, fingerprint, endpoint)
-    _write_json_atomic(meta_path, {
+    atomic_write(meta_path, (json.dumps({
         "version": 1,
         "contract_address": address,
         "chain_id": int(w3.eth.chain_id),
@@ -665,7 +642,7 @@ def open_or_deploy(w3: Web3, data_dir: str | os.PathLike, *, sentinel_node_id: s
         "account_address": account.address,
         "account_key": key_record,
         "source_sha256": load_artifact()["sourceSha256"],
-    })
+    }, indent=1, sort_keys=True) + "\n").encode("utf-8"), mode=0o644)
     return LedgerClient(w3, address, account)
 
 
