@@ -18,6 +18,9 @@ from sn_node.rounds import CheckIn, RoundBook, SealedRound, SealPlan
 
 log = logging.getLogger("swarm.sn.ledger")
 
+#: Half the blocks the embedded chain keeps (swarm.ledger.embedded.KEEP_BLOCKS).
+RESYNC_AFTER_BLOCKS = 512
+
 
 class LedgerLoop:
     """Runs every ledger transaction of one SN node, and follows the ledger's events.
@@ -41,6 +44,7 @@ class LedgerLoop:
         self._stop = threading.Event()
         self._next_block = 0
         self._members_stale = True
+        self._registered_at: dict[bytes, float] = {}  # key -> when its registration event arrived
         self.min_peers: int | None = None
         self.config_json = ""
         self.finished = 0
@@ -56,7 +60,7 @@ class LedgerLoop:
         self._refresh_members()
         self._refresh_config()
         last = self.ledger.last_sealed_round()
-        if last:
+        if last and self.rounds.sealed(last) is None:
             try:
                 self.rounds.note_sealed(self._sealed_round(last))
             except LedgerError as error:  # its block is pruned: rounds go on from the next one
@@ -118,7 +122,12 @@ class LedgerLoop:
         # (1 + 2M contract calls) only when asked for or after a gap.
         if self._members_stale:
             self._refresh_members()
+        now = time.monotonic()
+        self._registered_at = {k: t for k, t in self._registered_at.items()
+                               if now - t < self.directory.liveness_timeout_s}
         for member in self.directory.silent_members():
+            if node_key(member.node_id) in self._registered_at:
+                continue  # (re)registered just now: its first heartbeat is on its way
             log.warning("%s has sent no heartbeat for %.0f s: marking it inactive",
                         member.node_id, self.directory.liveness_timeout_s)
             try:
@@ -177,7 +186,18 @@ class LedgerLoop:
                      member.node_id if member else key.hex())
 
     def _poll_events(self) -> None:
-        events, self._next_block = self.ledger.events_since(self._next_block)
+        try:
+            events, self._next_block = self.ledger.events_since(self._next_block)
+        except Exception:
+            # Fallen further behind than the embedded chain keeps blocks (it prunes old
+            # ones): the events are gone, so read the state instead and follow from now.
+            behind = self.ledger.block_number() - self._next_block
+            if behind < RESYNC_AFTER_BLOCKS:
+                raise
+            log.warning("ledger events of %d blocks cannot be read: reloading the ledger's state",
+                        behind)
+            self.load()
+            return
         members: dict[bytes, Member] | None = None  # changed by this batch of events
         for event in events:
             name, args = event.name, event.args
@@ -202,6 +222,8 @@ class LedgerLoop:
             elif name in ("MemberRegistered", "StatusChanged", "Revoked"):
                 if name == "Revoked":
                     self.directory.note_revoked(args["fingerprint"].hex())
+                if name == "MemberRegistered":
+                    self._registered_at[args["id"]] = time.monotonic()
                 if members is None:
                     members = {node_key(m.node_id): m for m in self.directory.all()}
                 _apply_member_event(members, name, args)
