@@ -2,10 +2,11 @@
 
 Drives the contract directly, as the sentinel's ledger thread does once per round
 (N participants: one checkInAndSeal, one commitMerged), on an embedded chain laid
-out as `run-sn --data-dir` lays it out. At each checkpoint it stops the chain and
-measures, in a fresh process, how long reopening it takes (journal replay, contract
-found again, the last round read back) and that process's RSS; with `--sn` also a
-real `run-sn --sentinel` restart on the same data dir, to its ready line.
+out as `run-sn --data-dir` lays it out, in one process that runs on like a sentinel
+(its RSS is the "driver RSS"). At each checkpoint the data dir is copied (between two
+rounds, so at a commit boundary) and a fresh process measures how long reopening the
+copy takes (journal replay, contract found again, the last round read back) and its
+RSS; with `--sn` also a real `run-sn --sentinel` restart on the copy, to its ready line.
 
     .venv/bin/python benchmarks/long_run.py [--rounds 10000] [--checkpoints 1000,5000,10000]
                                             [--peers 8] [--sn] [--max-minutes 20]
@@ -20,6 +21,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -146,15 +148,16 @@ def main() -> int:
                    "archive_mb": file_mb(data / "chain" / "chain-archive.jsonl"), "driver_rss_mb": rss_mb(),
                    "rounds_per_s": driven / (time.perf_counter() - started),
                    "compactions": getattr(sentinel.chain, "compactions", 0)}
-            sentinel.close()
-            again = reopen(data)
+            copy = Path(tmp_name) / f"copy-{r}"
+            shutil.copytree(data, copy)
+            again = reopen(copy)
             row.update(reopen_s=again["open_s"], reopen_cpu_s=again["open_cpu_s"], import_s=again["import_s"],
                        reopen_rss_mb=again["rss_kb"] / 1024)
             if ws is not None:
-                row["sn_restart_s"] = sn_restart(data, ws)
+                row["sn_restart_s"] = sn_restart(copy, ws)
+            shutil.rmtree(copy)
             rows.append(row)
             print(json.dumps(row), flush=True)
-            sentinel = Sentinel(data, args.peers, identity)
             started, driven = time.perf_counter(), 0
         sentinel.close()
 

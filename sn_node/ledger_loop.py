@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Callable
 
 from swarm.ledger import (STATUS_ACTIVE, STATUS_INACTIVE, STATUS_REVOKED, LedgerClient,
-                          LedgerError, Member, node_key)
+                          LedgerError, Member, TxResult, node_key)
 
 from sn_node.directory import MemberDirectory
 from sn_node.rounds import CheckIn, RoundBook, SealedRound, SealPlan
@@ -114,10 +114,16 @@ class LedgerLoop:
                 break
             if future.set_running_or_notify_cancel():
                 try:
-                    future.set_result(fn(self.ledger, *args))
-                    self.transactions += 1
+                    result = fn(self.ledger, *args)
                 except Exception as error:  # handed to the waiting RPC
                     future.set_exception(error)
+                    continue
+                if isinstance(result, TxResult):
+                    # The waiter sees its own effects at once (e.g. the merged digest it
+                    # just recorded); the poll sees these events again, harmlessly.
+                    self._apply(result.events)
+                    self.transactions += 1
+                future.set_result(result)
         # Membership changes arrive as events (applied in _poll_events); a full re-read
         # (1 + 2M contract calls) only when asked for or after a gap.
         if self._members_stale:
@@ -198,6 +204,9 @@ class LedgerLoop:
                         behind)
             self.load()
             return
+        self._apply(events)
+
+    def _apply(self, events) -> None:
         members: dict[bytes, Member] | None = None  # changed by this batch of events
         for event in events:
             name, args = event.name, event.args
@@ -242,7 +251,10 @@ class LedgerLoop:
         self._refresh_config()
 
     def refresh_round(self, round_number: int) -> None:
-        """Re-reads a sealed round's merged digest straight from the ledger."""
+        """Makes sure a sealed round's merged digest is known, reading the ledger if it is not."""
+        sealed = self.rounds.sealed(round_number)
+        if sealed is not None and sealed.merged_digest:
+            return  # once recorded, a round's merged digest never changes
         merged = self.ledger.merged_digest(round_number)
         if merged:
             self.rounds.note_merged(round_number, merged)
