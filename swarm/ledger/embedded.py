@@ -247,10 +247,14 @@ class _Archive:
         if not path.exists():
             return
         with open(path, "r+b") as fh:
+            # Only the tail matters (the archive grows for ever; a block's line is a few KB).
+            size = fh.seek(0, os.SEEK_END)
+            base = max(0, size - (1 << 20))
+            fh.seek(base)
             data = fh.read()
             end = data.rfind(b"\n") + 1
             if end < len(data):  # a torn last line (killed mid-append): the block is still in the journal
-                fh.truncate(end)
+                fh.truncate(base + end)
             start = data.rfind(b"\n", 0, end - 1) + 1
             if end:
                 self.last_block = int(json.loads(data[start:end])["block"])

@@ -259,3 +259,12 @@ def test_compaction_prunes_old_blocks_and_keeps_the_ledger(tmp_path):
     finally:
         chain.close()
 
+
+
+def test_a_torn_archive_line_is_cut_at_open(tmp_path):
+    d = tmp_path / "chain"
+    d.mkdir()
+    lines = b'{"block":1,"logs":[]}\n{"block":2,"logs":[]}\n'
+    (d / ARCHIVE_NAME).write_bytes(lines + b'{"block":3,"lo')  # killed mid-append
+    EmbeddedChain(d).close()
+    assert (d / ARCHIVE_NAME).read_bytes() == lines
