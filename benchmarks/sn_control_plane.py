@@ -4,6 +4,10 @@
 - Ledger transactions per second (LedgerClient straight on the chain).
 - Through the SN API, N SL clients per round: check-in RPC latency and seal latency
   (from the last check-in sent to every client holding the sealed round).
+- In process, the sentinel's ledger thread over many rounds (N check-ins, the seal, one
+  merged digest): JSON-RPC requests per round by method and CPU per round, which depend
+  far less on how loaded the machine is than latencies do (only the number of event polls
+  follows the clock). `--ledger-only` prints just these.
 
 Runs real run-sn processes over mTLS on loopback, on the embedded chain, through a
 joining SN (ledger reached via the sentinel), and on anvil when it is installed.
@@ -167,15 +171,80 @@ def bench_rounds(label: str, ws: Workspace, targets: list[str], peers: int,
             client.close()
 
 
+def bench_ledger_thread(tmp: Path, peers: int, rounds: int) -> list[tuple]:
+    """The sentinel's ledger thread, in process, on a counting JSON-RPC transport."""
+    import collections
+    import json
+
+    from sn_node.directory import MemberDirectory
+    from sn_node.ledger_loop import LedgerLoop
+    from sn_node.rounds import CheckIn, RoundBook
+    from swarm.ledger import LedgerClient, TransportProvider, node_key
+    from web3 import Web3
+
+    chain = EmbeddedChain(tmp / "loop-chain")
+    setup = open_or_deploy(chain.w3, tmp / "loop-chain", sentinel_node_id="loop/sn-1",
+                           fingerprint=b"\x01" * 32, endpoint="127.0.0.1:1",
+                           funder=chain.dev_accounts[0])
+    names = [f"loop/sl-{i}" for i in range(peers)]
+    for name in names:
+        setup.register_node(name, "sl", hashlib.sha256(name.encode()).digest(), "127.0.0.1:2")
+    setup.configure(peers, "{}")
+    counts: collections.Counter = collections.Counter()
+
+    def transport(request: bytes) -> bytes:
+        counts[json.loads(request)["method"]] += 1
+        return chain.handle_json_rpc(request)
+
+    ledger = LedgerClient(Web3(TransportProvider(transport)), setup.address, setup.account)
+    directory = MemberDirectory(ledger.account.address, 3600.0, ledger_is_revoked=ledger.is_revoked)
+    book = RoundBook(0.0)
+    loop = LedgerLoop(ledger, directory, book)
+    loop.load()
+    loop.start()
+    keys = [node_key(n) for n in names]
+    try:
+        for key in keys:
+            directory.heartbeat(key)
+        counts.clear()
+        cpu = time.process_time()
+        for r in range(1, rounds + 1):
+            for i, key in enumerate(keys):
+                book.check_in(r, key, CheckIn(1, hashlib.sha256(f"{r}/{i}".encode()).digest()))
+            loop.poke()
+            assert book.wait_sealed(r, 60) is not None, f"round {r} not sealed"
+            loop.submit(lambda lc, r=r: lc.commit_merged(r, keys[0], hashlib.sha256(
+                f"m{r}".encode()).digest())).result(60)
+            loop.refresh_round(r)
+        cpu = (time.process_time() - cpu) / rounds
+    finally:
+        loop.stop()
+        chain.close()
+    per_round = {m: n / rounds for m, n in sorted(counts.items())}
+    detail = ", ".join(f"{m} {n:.1f}" for m, n in per_round.items())
+    print(f"ledger requests per round ({peers} SL, 1 SN): {detail}")
+    return [(f"ledger JSON-RPC requests per round, {peers} SL (in process, 1 SN)",
+             [sum(per_round.values())], "req"),
+            (f"ledger-side CPU per round, {peers} SL (in process, 1 SN)", [cpu * 1000], "ms")]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--peers", type=int, default=8)
     parser.add_argument("--tx", type=int, default=50, help="transactions for the tx/s figure")
+    parser.add_argument("--ledger-only", action="store_true",
+                        help="only the in-process ledger-thread figures")
     args = parser.parse_args()
     anvil = shutil.which("anvil") or str(REPO / ".tools/node_modules/.bin/anvil")
     rows: list[tuple] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        rows += bench_ledger_thread(tmp, args.peers, 3 * args.rounds)
+    if args.ledger_only:
+        print_table(rows)
+        return 0
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         ws = Workspace(tmp / "ws", args.peers)
@@ -232,6 +301,11 @@ def main() -> int:
                 node.terminate()
                 node.wait(10)
 
+    print_table(rows)
+    return 0
+
+
+def print_table(rows: list[tuple]) -> None:
     table = Table(title=f"SN control plane ({os.cpu_count()} CPU cores; medians)")
     for column in ("figure", "median", "min", "max", "n"):
         table.add_column(column, justify="left" if column == "figure" else "right")
@@ -240,7 +314,6 @@ def main() -> int:
         table.add_row(name, fmt(statistics.median(values)), fmt(min(values)), fmt(max(values)),
                       str(len(values)))
     Console(width=140).print(table)
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,14 +7,19 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Callable
 
-from swarm.ledger import STATUS_INACTIVE, LedgerClient, LedgerError, node_key
+from swarm.ledger import (STATUS_ACTIVE, STATUS_INACTIVE, STATUS_REVOKED, LedgerClient,
+                          LedgerError, Member, TxResult, node_key)
 
 from sn_node.directory import MemberDirectory
 from sn_node.rounds import CheckIn, RoundBook, SealedRound, SealPlan
 
 log = logging.getLogger("swarm.sn.ledger")
+
+#: Half the blocks the embedded chain keeps (swarm.ledger.embedded.KEEP_BLOCKS).
+RESYNC_AFTER_BLOCKS = 512
 
 
 class LedgerLoop:
@@ -39,6 +44,7 @@ class LedgerLoop:
         self._stop = threading.Event()
         self._next_block = 0
         self._members_stale = True
+        self._registered_at: dict[bytes, float] = {}  # key -> when its registration event arrived
         self.min_peers: int | None = None
         self.config_json = ""
         self.finished = 0
@@ -54,8 +60,12 @@ class LedgerLoop:
         self._refresh_members()
         self._refresh_config()
         last = self.ledger.last_sealed_round()
-        if last:
-            self.rounds.note_sealed(self._sealed_round(last))
+        if last and self.rounds.sealed(last) is None:
+            try:
+                self.rounds.note_sealed(self._sealed_round(last))
+            except LedgerError as error:  # its block is pruned: rounds go on from the next one
+                log.warning("cannot read the last sealed round: %s", error)
+                return
             merged = self.rounds.sealed(last).merged_digest
             if merged:
                 self.rounds.note_merged(last, merged)
@@ -104,14 +114,26 @@ class LedgerLoop:
                 break
             if future.set_running_or_notify_cancel():
                 try:
-                    future.set_result(fn(self.ledger, *args))
-                    self.transactions += 1
+                    result = fn(self.ledger, *args)
                 except Exception as error:  # handed to the waiting RPC
                     future.set_exception(error)
-            self._members_stale = True
+                    continue
+                if isinstance(result, TxResult):
+                    # The waiter sees its own effects at once (e.g. the merged digest it
+                    # just recorded); the poll sees these events again, harmlessly.
+                    self._apply(result.events)
+                    self.transactions += 1
+                future.set_result(result)
+        # Membership changes arrive as events (applied in _poll_events); a full re-read
+        # (1 + 2M contract calls) only when asked for or after a gap.
         if self._members_stale:
             self._refresh_members()
+        now = time.monotonic()
+        self._registered_at = {k: t for k, t in self._registered_at.items()
+                               if now - t < self.directory.liveness_timeout_s}
         for member in self.directory.silent_members():
+            if node_key(member.node_id) in self._registered_at:
+                continue  # (re)registered just now: its first heartbeat is on its way
             log.warning("%s has sent no heartbeat for %.0f s: marking it inactive",
                         member.node_id, self.directory.liveness_timeout_s)
             try:
@@ -170,16 +192,32 @@ class LedgerLoop:
                      member.node_id if member else key.hex())
 
     def _poll_events(self) -> None:
-        events, self._next_block = self.ledger.events_since(self._next_block)
+        try:
+            events, self._next_block = self.ledger.events_since(self._next_block)
+        except Exception:
+            # Fallen further behind than the embedded chain keeps blocks (it prunes old
+            # ones): the events are gone, so read the state instead and follow from now.
+            behind = self.ledger.block_number() - self._next_block
+            if behind < RESYNC_AFTER_BLOCKS:
+                raise
+            log.warning("ledger events of %d blocks cannot be read: reloading the ledger's state",
+                        behind)
+            self.load()
+            return
+        self._apply(events)
+
+    def _apply(self, events) -> None:
+        members: dict[bytes, Member] | None = None  # changed by this batch of events
         for event in events:
             name, args = event.name, event.args
             if name == "CheckedIn":  # one event per batch
                 for key, weight, digest in zip(args["ids"], args["weights"], args["digests"]):
                     self.rounds.note_check_in(args["round"], key, CheckIn(weight, digest))
-            elif name == "RoundSealed":
+            elif name == "RoundSealed":  # carries the lists: no read of the round needed
                 if self.rounds.sealed(args["round"]) is None:
-                    self._report_left_out(self.rounds.note_sealed(
-                        self._sealed_round(args["round"])))
+                    self._report_left_out(self.rounds.note_sealed(SealedRound(
+                        args["round"], tuple(args["participants"]), tuple(args["weights"]),
+                        tuple(args["digests"]), b"")))
             elif name == "MergeCommitted":
                 self.rounds.note_merged(args["round"], args["digest"])
             elif name == "MergeMismatch":
@@ -190,11 +228,16 @@ class LedgerLoop:
                 self._refresh_config()
             elif name == "NodeFinished":
                 self.finished = args["finishedCount"]
-            elif name == "Revoked":
-                self.directory.note_revoked(args["fingerprint"].hex())
-                self._members_stale = True
-            elif name in ("MemberRegistered", "StatusChanged"):
-                self._members_stale = True
+            elif name in ("MemberRegistered", "StatusChanged", "Revoked"):
+                if name == "Revoked":
+                    self.directory.note_revoked(args["fingerprint"].hex())
+                if name == "MemberRegistered":
+                    self._registered_at[args["id"]] = time.monotonic()
+                if members is None:
+                    members = {node_key(m.node_id): m for m in self.directory.all()}
+                _apply_member_event(members, name, args)
+        if members is not None:
+            self.directory.replace(list(members.values()))
 
     def _sealed_round(self, round_number: int) -> SealedRound:
         info = self.ledger.round_info(round_number)
@@ -208,8 +251,11 @@ class LedgerLoop:
         self._refresh_config()
 
     def refresh_round(self, round_number: int) -> None:
-        """Re-reads a sealed round's merged digest straight from the ledger."""
-        merged = self.ledger.round_info(round_number).merged_digest
+        """Makes sure a sealed round's merged digest is known, reading the ledger if it is not."""
+        sealed = self.rounds.sealed(round_number)
+        if sealed is not None and sealed.merged_digest:
+            return  # once recorded, a round's merged digest never changes
+        merged = self.ledger.merged_digest(round_number)
         if merged:
             self.rounds.note_merged(round_number, merged)
 
@@ -222,3 +268,22 @@ class LedgerLoop:
         if config.configured:
             self.min_peers, self.config_json = config.min_peers, config.config_json
         self.finished = self.ledger.finished_count()
+
+
+def _apply_member_event(members: dict[bytes, Member], name: str, args) -> None:
+    """Applies one membership event to a {key: Member} map, as the contract does.
+
+    last_seen is not in the events: the poll follows the chain within a second,
+    so the local clock stands in for the block's timestamp.
+    """
+    now = int(time.time())
+    if name == "MemberRegistered":
+        members[args["id"]] = Member(args["id"], args["nodeId"], args["role"], args["fingerprint"],
+                                     args["endpoint"], STATUS_ACTIVE, now, args["controller"])
+        return
+    key = args["id"]
+    member = members.get(key)
+    if member is None:
+        return  # revoked before it ever registered: nothing to update
+    status = args["status"] if name == "StatusChanged" else STATUS_REVOKED
+    members[key] = replace(member, status=status, last_seen=now)

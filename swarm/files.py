@@ -1,5 +1,5 @@
 """Writing files so that a reader (or a restart after a crash) sees the old content or the
-new, never half of it: write beside the target, flush to disk, then rename over it."""
+new, never half of it: write beside the target, fsync, rename over it, fsync the folder."""
 
 from __future__ import annotations
 
@@ -10,10 +10,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Makes a rename in directory `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
-def atomic_target(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
-    """Yields a temporary path beside `path` (same suffix) to write to; on success it is
-    synced and renamed over `path`, on an exception removed."""
+def atomic_target(path: str | os.PathLike, mode: int = 0o600) -> Iterator[Path]:
+    """Yields a temporary path beside `path` (same suffix, for writers that go by it) to
+    write to; on success it is synced and renamed over `path`, on an exception removed.
+
+    The temporary file is created 0600 (mkstemp), so a key is never readable by others,
+    not even briefly; `mode` is applied before the rename.
+    """
     path = Path(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.",
                                 suffix=f".tmp{path.suffix}")
@@ -23,14 +36,17 @@ def atomic_target(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
+        if mode != 0o600:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o644) -> None:
-    """Replaces `path`'s content with `data` (str is written as UTF-8) in one step."""
+def atomic_write(path: str | os.PathLike, data: bytes | str, *, mode: int = 0o600) -> Path:
+    """Replaces `path`'s content with `data` (str is written as UTF-8) all or nothing."""
     with atomic_target(path, mode) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    return Path(path)

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
@@ -31,6 +32,8 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
 from web3.providers.base import JSONBaseProvider
+
+from swarm.files import atomic_write
 
 ARTIFACT_PATH = Path(__file__).resolve().parent / "contracts" / "SwarmLedger.json"
 
@@ -228,14 +231,7 @@ def load_or_create_account(path: str | os.PathLike) -> LocalAccount:
         return Account.from_key(key)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     account = Account.create()
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, (account.key.hex() + "\n").encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written key
+    atomic_write(path, (account.key.hex() + "\n").encode("ascii"), mode=0o600)
     return account
 
 
@@ -414,10 +410,9 @@ _GAS_BASE = {
     "seal": 170_000,
     "checkInAndSeal": 200_000,
     "commitMerged": 110_000,
-    "commitMergedBatch": 80_000,
     "markFinished": 110_000,
 }
-_GAS_PER_ID = {"checkIn": 75_000, "seal": 38_000, "checkInAndSeal": 104_000, "commitMergedBatch": 22_000}
+_GAS_PER_ID = {"checkIn": 75_000, "seal": 38_000, "checkInAndSeal": 104_000}
 _GAS_PER_WORD = 30_000  # one fresh storage word of string data, plus its log bytes
 
 
@@ -538,15 +533,6 @@ class LedgerClient:
         return self._transact("commitMerged", [round, _key(node), _bytes32(digest, "digest")],
                               _gas("commitMerged"))
 
-    def commit_merged_batch(self, round: int, nodes: Sequence[bytes | str],
-                            digests: Sequence[bytes | str]) -> TxResult:
-        """commit_merged for several of this SN's participants in one transaction."""
-        if len(nodes) != len(digests):
-            raise ValueError("nodes and digests must have the same length")
-        return self._transact("commitMergedBatch", [round, _ids(nodes),
-                                                    [_bytes32(d, "digest") for d in digests]],
-                              _gas("commitMergedBatch", ids=len(nodes)))
-
     def mark_finished(self, node: bytes | str) -> TxResult:
         return self._transact("markFinished", [_key(node)], _gas("markFinished"))
 
@@ -594,9 +580,33 @@ class LedgerClient:
         return self._call("lastSealedRound")
 
     def round_info(self, round: int) -> RoundInfo:
-        sealed, ids, weights, digests, merged, sealed_at, sealed_by, count = self._call("roundInfo", round)
-        return RoundInfo(round, sealed, tuple(bytes(i) for i in ids), tuple(weights),
-                         tuple(bytes(d) for d in digests), _opt32(merged), sealed_at, _opt32(sealed_by), count)
+        """A round from the contract; a sealed one's lists from its RoundSealed event, checked
+        against the hash the contract keeps. Raises LedgerError if that block is gone (an
+        embedded chain prunes old blocks: their events are in its chain-archive.jsonl)."""
+        sealed, record, merged, sealed_at, sealed_block, count = self._call("roundInfo", round)
+        if not sealed:
+            return RoundInfo(round, False, (), (), (), _opt32(merged), 0, None, count)
+        try:
+            events, _ = self.events_since(sealed_block, sealed_block)
+        except Exception as exc:  # noqa: BLE001 - a pruned block fails differently per chain
+            events, error = [], exc
+        else:
+            error = None
+        for event in events:
+            if event.name == "RoundSealed" and event.args["round"] == round:
+                ids, weights, digests = event.args["participants"], event.args["weights"], event.args["digests"]
+                if keccak(abi_encode(["bytes32[]", "uint32[]", "bytes32[]"], [ids, weights, digests])) \
+                        != bytes(record):
+                    raise LedgerError("roundInfo", f"round {round}: RoundSealed event does not match "
+                                                   "the contract's record")
+                return RoundInfo(round, True, ids, weights, digests, _opt32(merged), sealed_at,
+                                 _opt32(event.args["by"]), count)
+        raise LedgerError("roundInfo", f"round {round} was sealed in block {sealed_block}, which this "
+                                       f"node no longer serves{f' ({error})' if error else ''}")
+
+    def merged_digest(self, round: int) -> bytes | None:
+        """A round's merged digest (one contract call, no event lookup)."""
+        return _opt32(self._call("roundInfo", round)[2])
 
     def check_in_of(self, round: int, node: bytes | str) -> tuple[int, bytes, bool] | None:
         """(weight, digest, sealed as participant) of a check-in, or None."""

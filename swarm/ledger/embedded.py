@@ -9,6 +9,19 @@ and a SIGKILL at any moment loses at most the block being written: on the
 next start the journal is replayed up to its last commit marker and a torn
 tail is cut off.
 
+The journal stays bounded on a long run: once it has grown to ``compact_ratio``
+times its last snapshot (and at least ``compact_min_bytes``), the chain is
+pruned and the journal replaced by one snapshot of what is left, atomically
+(written beside it, fsync'd, renamed). Pruning keeps the genesis block, the
+last ``keep_blocks`` blocks (headers, transactions, receipts: what
+``eth_getLogs``, receipts and BLOCKHASH need) and the state of the last
+``keep_states`` blocks (trie nodes reachable from their state roots); every
+other trie node and block is garbage that py-evm never deletes. Before a block
+is pruned its logs are appended to ``chain-archive.jsonl`` (one JSON line per
+block: number, hash, timestamp, raw logs), so the audit trail of events stays
+on disk, outside the state that is replayed and held in memory. The contract's
+own storage (members, per-round records) is never pruned.
+
 Journal format: an 8-byte magic, then records
 ``op:u8 | key_len:u32 | value_len:u32 | key | value | crc32:u32`` (big
 endian, crc over everything before it) with op 1 = set, 2 = delete,
@@ -34,19 +47,24 @@ from typing import Any
 
 from eth.db.atomic import AtomicDB
 from eth.db.backends.memory import MemoryDB
+from eth.db.schema import SchemaV1
 from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
+import rlp
 from web3 import HTTPProvider, Web3
 from web3.middleware import ExtraDataToPOAMiddleware
 from web3.providers.eth_tester import EthereumTesterProvider
+
+from swarm.files import atomic_write
 
 from .client import LedgerClient, LedgerError, deploy_ledger, fund, load_artifact, load_or_create_account
 
 log = logging.getLogger(__name__)
 
 JOURNAL_NAME = "chain.journal"
+ARCHIVE_NAME = "chain-archive.jsonl"
 LOCK_NAME = "chain.lock"
 LEDGER_META_NAME = "ledger.json"
 LEDGER_KEY_NAME = "ledger.key"
@@ -56,6 +74,11 @@ DEFAULT_FUND_WEI = 100 * 10**18
 #: mnemonic: used for the sentinel only on a dev chain (chain id 31337) when no key is given.
 ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 ANVIL_CHAIN_ID = 31337
+
+#: Blocks kept whole (headers, transactions, receipts, logs) and blocks whose state is kept.
+KEEP_BLOCKS = 1024
+KEEP_STATES = 16
+MIN_KEEP_BLOCKS = 257  # BLOCKHASH and py-evm's ancestor lookups reach 256 blocks back
 
 _MAGIC = b"SWJRNL01"
 _HEAD = struct.Struct(">BII")
@@ -87,11 +110,12 @@ def _record(op: int, key: bytes, value: bytes) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def _replay(data: bytes) -> tuple[dict[bytes, bytes], int, int]:
-    """Apply a journal image: returns (store, end of last commit, commit count)."""
+def _replay(data: bytes) -> tuple[dict[bytes, bytes], int, int, int]:
+    """Apply a journal image: returns (store, end of last commit, commit count, end of the
+    first commit), the first commit being the snapshot the journal started from."""
     store: dict[bytes, bytes] = {}
     pending: list[tuple[bytes, bytes | None]] = []
-    pos = committed_end = len(_MAGIC)
+    pos = committed_end = first_end = len(_MAGIC)
     commits = 0
     size = len(data)
     view = memoryview(data)
@@ -112,33 +136,138 @@ def _replay(data: bytes) -> tuple[dict[bytes, bytes], int, int]:
             pending.clear()
             committed_end = end
             commits += 1
+            if commits == 1:
+                first_end = end
         else:
             key = bytes(view[kstart:kstart + klen])
             pending.append((key, bytes(view[kstart + klen:kstart + klen + vlen]) if op == _OP_SET else None))
         pos = end
-    return store, committed_end, commits
+    return store, committed_end, commits, first_end
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _write_snapshot(path: Path, store: Mapping[bytes, bytes], seq: int = 0) -> int:
+    """Atomically replace the journal with one commit holding ``store``; returns its size."""
+    image = b"".join((_MAGIC, *(_record(_OP_SET, k, v) for k, v in store.items()),
+                      _record(_OP_COMMIT, b"", seq.to_bytes(8, "big"))))
+    atomic_write(path, image)
+    return len(image)
 
 
-def _write_snapshot(path: Path, store: Mapping[bytes, bytes]) -> None:
-    """Atomically replace the journal with one commit holding ``store``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(_MAGIC)
-        for key, value in store.items():
-            fh.write(_record(_OP_SET, key, value))
-        fh.write(_record(_OP_COMMIT, b"", (0).to_bytes(8, "big")))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+# ---------------------------------------------------------------- pruning
+
+_BLANK = (b"", b"\x80")
+#: Lookup keys that belong to one block (by number, header hash or transaction hash): pruned with it.
+_BLOCK_KEY_PREFIXES = (b"block-number-to-hash:", b"block-hash-to-score:", b"transaction-hash-to-block:")
+
+
+def _walk_trie(store: Mapping[bytes, bytes], root: bytes, live: set[bytes],
+               on_leaf: Callable[[bytes], None] | None = None) -> None:
+    """Adds every stored node of the trie at ``root`` to ``live``; calls ``on_leaf`` on values.
+
+    Subtries already in ``live`` are skipped: walking many state roots that share
+    most nodes costs about one walk plus the differences.
+    """
+    stack: list[Any] = [root]
+    while stack:
+        ref = stack.pop()
+        if isinstance(ref, bytes):
+            if len(ref) != 32 or ref in live:
+                continue
+            encoded = store.get(ref)
+            if encoded is None:
+                continue
+            live.add(ref)
+            node = rlp.decode(encoded)
+        else:
+            node = ref  # a node under 32 bytes is embedded in its parent
+        if len(node) == 17:
+            stack.extend(child for child in node[:16] if child not in _BLANK)
+            if node[16] and on_leaf is not None:
+                on_leaf(node[16])
+        elif len(node) == 2 and node[0]:
+            if node[0][0] >> 4 >= 2:  # leaf (hex-prefix flag 2 or 3)
+                if on_leaf is not None:
+                    on_leaf(node[1])
+            else:
+                stack.append(node[1])
+
+
+def _live_keys(chain, store: Mapping[bytes, bytes], keep_blocks: int,
+               keep_states: int) -> tuple[set[bytes], list[int]]:
+    """The keys a pruned store keeps, and the block numbers it drops."""
+    db = chain.chaindb
+    head = chain.get_canonical_head().block_number
+    floor = max(1, head - keep_blocks + 1)
+    live: set[bytes] = set()
+    dropped = [n for n in range(1, floor) if SchemaV1.make_block_number_to_hash_lookup_key(n) in store]
+
+    def account(value: bytes) -> None:
+        _nonce, _balance, storage_root, code_hash = rlp.decode(value)
+        _walk_trie(store, storage_root, live)
+        if code_hash in store:
+            live.add(code_hash)
+
+    for number in (0, *range(floor, head + 1)):
+        header = db.get_canonical_block_header_by_number(number)
+        live.add(header.hash)
+        live.add(header.uncles_hash)
+        live.add(SchemaV1.make_block_hash_to_score_lookup_key(header.hash))
+        live.add(SchemaV1.make_block_number_to_hash_lookup_key(number))
+        _walk_trie(store, header.transaction_root, live,
+                   lambda tx: live.add(SchemaV1.make_transaction_hash_to_block_lookup_key(keccak(tx))))
+        _walk_trie(store, header.receipt_root, live)
+        withdrawals_root = getattr(header, "withdrawals_root", None)
+        if withdrawals_root is not None:
+            _walk_trie(store, withdrawals_root, live)
+        if number > head - keep_states:
+            _walk_trie(store, header.state_root, live, account)
+    return live, dropped
+
+
+def _block_record(chain, number: int) -> dict:
+    """A block's logs as one archive record (raw: decode them with the contract's ABI)."""
+    block = chain.get_canonical_block_by_number(number)
+    logs = []
+    for tx, receipt in zip(block.transactions, block.get_receipts(chain.chaindb)):
+        for entry in receipt.logs:
+            logs.append({"tx": "0x" + tx.hash.hex(), "index": len(logs),
+                         "address": to_checksum_address(entry.address),
+                         "topics": ["0x" + t.to_bytes(32, "big").hex() for t in entry.topics],
+                         "data": "0x" + bytes(entry.data).hex()})
+    return {"block": number, "hash": "0x" + block.header.hash.hex(),
+            "timestamp": block.header.timestamp, "logs": logs}
+
+
+class _Archive:
+    """``chain-archive.jsonl``: the logs of pruned blocks, appended and fsync'd before pruning."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.last_block = 0
+        if not path.exists():
+            return
+        with open(path, "r+b") as fh:
+            # Only the tail matters (the archive grows for ever; a block's line is a few KB).
+            size = fh.seek(0, os.SEEK_END)
+            base = max(0, size - (1 << 20))
+            fh.seek(base)
+            data = fh.read()
+            end = data.rfind(b"\n") + 1
+            if end < len(data):  # a torn last line (killed mid-append): the block is still in the journal
+                fh.truncate(base + end)
+            start = data.rfind(b"\n", 0, end - 1) + 1
+            if end:
+                self.last_block = int(json.loads(data[start:end])["block"])
+
+    def append(self, records: list[dict]) -> None:
+        records = [r for r in records if r["block"] > self.last_block]
+        if not records:
+            return
+        with open(self.path, "ab") as fh:
+            fh.write(b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records))
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.last_block = records[-1]["block"]
 
 
 class _JournaledDB(MemoryDB):
@@ -187,6 +316,26 @@ class _JournaledDB(MemoryDB):
         self._durable_size += len(self._buf)
         self._buf.clear()
         return True
+
+    @property
+    def durable_size(self) -> int:
+        return self._durable_size
+
+    def snapshot(self, path: Path, drop: list[bytes]) -> int:
+        """Drops ``drop`` from the store and replaces the journal with a snapshot of the rest.
+
+        Nothing may be pending. A crash before the rename leaves the old journal,
+        which still replays to the same state (pruned keys are garbage).
+        """
+        if self._buf:
+            raise RuntimeError("snapshot with uncommitted changes")
+        for key in drop:
+            del self.kv_store[key]
+        size = _write_snapshot(path, self.kv_store, self._seq)
+        os.close(self._fd)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._durable_size = size
+        return size
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -268,10 +417,17 @@ class EmbeddedChain:
     """
 
     def __init__(self, data_dir: str | os.PathLike, *, compact_ratio: float = 3.0,
-                 compact_min_bytes: int = 8 << 20) -> None:
+                 compact_min_bytes: int = 8 << 20, keep_blocks: int = KEEP_BLOCKS,
+                 keep_states: int = KEEP_STATES) -> None:
+        if keep_blocks < MIN_KEEP_BLOCKS or not 1 <= keep_states <= keep_blocks:
+            raise ValueError(f"keep_blocks must be >= {MIN_KEEP_BLOCKS} (BLOCKHASH reaches 256 back) "
+                             f"and keep_states in 1..keep_blocks; got {keep_blocks}, {keep_states}")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.journal_path = self.data_dir / JOURNAL_NAME
+        self._compact_ratio, self._compact_min_bytes = compact_ratio, compact_min_bytes
+        self._keep_blocks, self._keep_states = keep_blocks, keep_states
+        self.compactions = 0
         # Two writers would interleave journal records: one process per data dir.
         # The kernel drops the lock when its holder dies, even by SIGKILL.
         self._lock_fd = os.open(self.data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
@@ -282,12 +438,12 @@ class EmbeddedChain:
             raise LedgerError("EmbeddedChain", f"{self.data_dir} is in use by another process") from None
 
         try:
-            self._open(compact_ratio, compact_min_bytes)
+            self._open(compact_ratio, compact_min_bytes, keep_blocks)
         except BaseException:
             os.close(self._lock_fd)
             raise
 
-    def _open(self, compact_ratio: float, compact_min_bytes: int) -> None:
+    def _open(self, compact_ratio: float, compact_min_bytes: int, keep_blocks: int) -> None:
         from eth_tester import EthereumTester, PyEVMBackend
 
         # A throwaway genesis chain provides the chain class, the dev keys and,
@@ -295,34 +451,37 @@ class EmbeddedChain:
         backend = PyEVMBackend()
         chain_class = type(backend.chain)
 
+        for stale in self.data_dir.glob(f".{JOURNAL_NAME}.*.tmp"):  # a snapshot cut short by a kill
+            stale.unlink()
         store: dict[bytes, bytes] = {}
-        size = committed = commits = 0
+        size = committed = commits = snapshot = 0
         if self.journal_path.exists():
             data = self.journal_path.read_bytes()
             size = len(data)
             if data[:len(_MAGIC)] == _MAGIC:
-                store, committed, commits = _replay(data)
+                store, committed, commits, snapshot = _replay(data)
             elif size >= len(_MAGIC):
                 raise LedgerError("EmbeddedChain", f"{self.journal_path} is not a chain journal")
             del data
+        compact = False
         if commits == 0:
             # Fresh start (or killed before the genesis commit): persist genesis.
             store = dict(backend.chain.chaindb.db.wrapped_db.kv_store)
             _write_snapshot(self.journal_path, store)
             action = "created"
         else:
-            live = sum(len(k) + len(v) + _HEAD.size + _CRC.size for k, v in store.items())
-            if committed > compact_min_bytes and committed > compact_ratio * live:
-                _write_snapshot(self.journal_path, store)
+            # Killed before it could compact (or never compacted): do it now, once the chain is up.
+            if committed > max(compact_min_bytes, compact_ratio * snapshot):
+                compact = True
                 action = "compacted"
-            elif committed < size:
+            if committed < size:
                 # Cut a torn tail (kill -9 mid-commit) so new records follow a good one.
                 with open(self.journal_path, "r+b") as fh:
                     fh.truncate(committed)
                     fh.flush()
                     os.fsync(fh.fileno())
                 action = "truncated"
-            else:
+            elif not compact:
                 action = "replayed"
         self.load_info = {"action": action, "commits": commits, "dropped_bytes": max(0, size - committed)
                           if commits else 0, "keys": len(store)}
@@ -330,17 +489,52 @@ class EmbeddedChain:
             log.warning("chain journal: dropped a torn tail of %d bytes", size - committed)
 
         self._db = _JournaledDB(store, self.journal_path, commits)
-        backend.chain = chain_class(AtomicDB(self._db))
+        self._chain = backend.chain = chain_class(AtomicDB(self._db))
+        self._archive = _Archive(self.data_dir / ARCHIVE_NAME)
         self.tester = EthereumTester(backend)
         self._lock = threading.RLock()
-        self.provider = EmbeddedProvider(self.tester, self._lock, self._db.commit)
+        self._compact_at = max(compact_min_bytes, compact_ratio * (snapshot or self._db.durable_size))
+        if compact:
+            self.compact()
+        self.provider = EmbeddedProvider(self.tester, self._lock, self._after_request)
         self.w3 = Web3(self.provider)
         # A second provider object on the same tester for raw JSON-RPC serving,
         # so its middleware-free request function is cached separately.
-        self._rpc_provider = EmbeddedProvider(self.tester, self._lock, self._db.commit)
+        self._rpc_provider = EmbeddedProvider(self.tester, self._lock, self._after_request)
         rpc_w3 = Web3(self._rpc_provider, middleware=[])
         self._rpc = self._rpc_provider.request_func(rpc_w3, rpc_w3.middleware_onion)
         self.dev_accounts: list[LocalAccount] = [Account.from_key(k.to_bytes()) for k in backend.account_keys]
+
+    # -- durability and compaction ------------------------------------------
+
+    def _after_request(self) -> None:
+        """Commit what the request changed; compact once the journal has outgrown its snapshot."""
+        if self._db.commit() and self._db.durable_size > self._compact_at:
+            try:
+                self.compact()
+            except OSError as error:  # the journal is intact; try again after more growth
+                log.warning("chain journal compaction failed: %s", error)
+                self._compact_at = self._db.durable_size * self._compact_ratio
+
+    def compact(self) -> dict:
+        """Prune old blocks and dead state, archive the pruned blocks' logs, snapshot the journal.
+
+        Returns what it did: blocks pruned, keys dropped, journal bytes before and after.
+        """
+        with self._lock:
+            store = self._db.kv_store
+            before = self._db.durable_size
+            live, pruned_blocks = _live_keys(self._chain, store, self._keep_blocks, self._keep_states)
+            drop = [k for k in store if k not in live and (len(k) == 32 or k.startswith(_BLOCK_KEY_PREFIXES))]
+            self._archive.append([_block_record(self._chain, n) for n in pruned_blocks
+                                  if n > self._archive.last_block])
+            size = self._db.snapshot(self.journal_path, drop)
+            self._compact_at = max(self._compact_min_bytes, self._compact_ratio * size)
+            self.compactions += 1
+            info = {"pruned_blocks": len(pruned_blocks), "dropped_keys": len(drop), "journal_before": before,
+                    "journal_after": size, "keys": len(store)}
+            log.info("chain journal compacted: %s", info)
+            return info
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -404,17 +598,6 @@ class EmbeddedChain:
 
 # ---------------------------------------------------------------- ledger bootstrap
 
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def open_or_deploy(w3: Web3, data_dir: str | os.PathLike, *, sentinel_node_id: str,
                    fingerprint: bytes | str, endpoint: str, account: LocalAccount | None = None,
                    funder: LocalAccount | None = None, fund_wei: int = DEFAULT_FUND_WEI) -> LedgerClient:
@@ -454,7 +637,7 @@ def open_or_deploy(w3: Web3, data_dir: str | os.PathLike, *, sentinel_node_id: s
     if funder is not None and w3.eth.get_balance(account.address) < fund_wei // 2:
         fund(w3, funder, account.address, fund_wei)
     address = deploy_ledger(w3, account, sentinel_node_id, fingerprint, endpoint)
-    _write_json_atomic(meta_path, {
+    atomic_write(meta_path, (json.dumps({
         "version": 1,
         "contract_address": address,
         "chain_id": int(w3.eth.chain_id),
@@ -463,7 +646,7 @@ def open_or_deploy(w3: Web3, data_dir: str | os.PathLike, *, sentinel_node_id: s
         "account_address": account.address,
         "account_key": key_record,
         "source_sha256": load_artifact()["sourceSha256"],
-    })
+    }, indent=1, sort_keys=True) + "\n").encode("utf-8"), mode=0o644)
     return LedgerClient(w3, address, account)
 
 

@@ -1,5 +1,8 @@
 """Child process for the kill -9 test: builds a ledger, says "ready", then keeps
-sealing rounds (printing each acknowledged one) until it is killed."""
+sealing rounds (printing each acknowledged one) until it is killed.
+
+With a second argument "compact" the journal is compacted after nearly every
+block, so the kill also lands inside compactions."""
 import hashlib
 import json
 import sys
@@ -14,7 +17,8 @@ def h(tag) -> bytes:
 
 def main() -> None:
     data_dir = Path(sys.argv[1])
-    chain = EmbeddedChain(data_dir)
+    compact = sys.argv[2:] == ["compact"]
+    chain = EmbeddedChain(data_dir, **({"compact_ratio": 1.2, "compact_min_bytes": 0} if compact else {}))
     sn = open_or_deploy(chain.w3, data_dir, sentinel_node_id="site0/sn-1", fingerprint=h("fp-sn0"),
                         endpoint="10.0.0.1:30304", funder=chain.dev_accounts[0])
     sn.configure(2, {"merge_method": "mean"})

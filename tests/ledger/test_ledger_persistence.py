@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from swarm.ledger import STATUS_REVOKED, EmbeddedChain, LedgerError, node_key, open_or_deploy
-from swarm.ledger.embedded import JOURNAL_NAME, _record
+from swarm.ledger.embedded import ARCHIVE_NAME, JOURNAL_NAME, MIN_KEEP_BLOCKS, _record
 
 from .conftest import SLS1, build_swarm, digest
 
@@ -24,9 +24,10 @@ def h(tag) -> bytes:
     return hashlib.sha256(str(tag).encode()).digest()
 
 
-def test_sigkill_keeps_every_acknowledged_block(tmp_path):
+@pytest.mark.parametrize("mode", ["append", "compact"])
+def test_sigkill_keeps_every_acknowledged_block(tmp_path, mode):
     data_dir = tmp_path / "sentinel"
-    proc = subprocess.Popen([sys.executable, str(CHILD), str(data_dir)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, str(CHILD), str(data_dir), mode], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     try:
@@ -52,7 +53,7 @@ def test_sigkill_keeps_every_acknowledged_block(tmp_path):
 
     chain = EmbeddedChain(data_dir)
     try:
-        assert chain.load_info["action"] in ("replayed", "truncated")
+        assert chain.load_info["action"] in ("replayed", "truncated", "compacted")
         sn = open_or_deploy(chain.w3, data_dir, sentinel_node_id="site0/sn-1", fingerprint=h("fp-sn0"),
                             endpoint="10.0.0.1:30304")
         assert sn.address == ready["address"]
@@ -84,9 +85,11 @@ def test_sigkill_keeps_every_acknowledged_block(tmp_path):
         chain.close()
 
 
-def _seal_rounds(sn, first: int, count: int) -> None:
+def _seal_rounds(sn, first: int, count: int, merged: bool = False) -> None:
     for r in range(first, first + count):
         sn.check_in_and_seal(r, SLS1[:2], [1, 1], [digest(r)] * 2)
+        if merged:
+            sn.commit_merged(r, SLS1[0], digest(f"m{r}"))
 
 
 def test_torn_tail_and_uncommitted_records_are_dropped(tmp_path):
@@ -203,3 +206,65 @@ def test_one_process_per_data_dir(tmp_path):
     finally:
         first.close()
     EmbeddedChain(tmp_path / "chain").close()
+
+
+def _ledger_state(sn, rounds: range) -> tuple:
+    """Members, session, every round's merged digest, and the last rounds in full (their
+    blocks are kept; older rounds' lists are in the archive)."""
+    return (sorted((m.node_id, m.status, m.endpoint) for m in sn.members()), sn.config(), sn.last_sealed_round(),
+            [sn.merged_digest(r) for r in rounds], [sn.round_info(r) for r in rounds[-20:]])
+
+
+def test_compaction_prunes_old_blocks_and_keeps_the_ledger(tmp_path):
+    d = tmp_path / "chain"
+    # Compaction only when asked (huge threshold), the smallest block window allowed.
+    chain = EmbeddedChain(d, compact_min_bytes=1 << 40, keep_blocks=MIN_KEEP_BLOCKS, keep_states=1)
+    sn1, _, _ = build_swarm(chain.w3, d, chain.dev_accounts[0])
+    sn1.configure(1, "{}")
+    first_round_block = chain.block_number + 1
+    rounds = MIN_KEEP_BLOCKS // 2 + 20
+    _seal_rounds(sn1, 1, rounds, merged=True)
+    state = _ledger_state(sn1, range(1, rounds + 1))
+    head = chain.block_number
+    recent, _ = sn1.events_since(head - 5)
+    before = (d / JOURNAL_NAME).stat().st_size
+
+    info = chain.compact()
+    after = (d / JOURNAL_NAME).stat().st_size
+    assert info["pruned_blocks"] == head - MIN_KEEP_BLOCKS and after < before / 2
+    assert _ledger_state(sn1, range(1, rounds + 1)) == state  # the contract's storage is never pruned
+    with pytest.raises(LedgerError, match="no longer serves"):
+        sn1.round_info(1)
+    assert sn1.events_since(head - 5)[0] == recent
+    assert chain.w3.eth.get_block(0)["number"] == 0  # genesis stays (open_or_deploy checks it)
+    # The pruned blocks' events are archived, one line per block, in order.
+    lines = [json.loads(x) for x in (d / ARCHIVE_NAME).read_text().splitlines()]
+    assert [x["block"] for x in lines] == list(range(1, head - MIN_KEEP_BLOCKS + 1))
+    sealed_topic = "0x" + str(sn1._contract.events.RoundSealed().topic).removeprefix("0x")
+    archived_seals = [x for x in lines if any(log["topics"][0] == sealed_topic for log in x["logs"])]
+    assert archived_seals[0]["block"] == first_round_block
+    # The chain carries on, and a second compaction archives nothing twice.
+    _seal_rounds(sn1, rounds + 1, 3)
+    chain.compact()
+    lines2 = [json.loads(x) for x in (d / ARCHIVE_NAME).read_text().splitlines()]
+    assert [x["block"] for x in lines2] == list(range(1, chain.block_number - MIN_KEEP_BLOCKS + 1))
+    state = _ledger_state(sn1, range(1, rounds + 4))
+    chain.close()
+
+    chain = EmbeddedChain(d)
+    try:
+        sn1 = open_or_deploy(chain.w3, d, sentinel_node_id="x", fingerprint=digest("x"), endpoint="x")
+        assert _ledger_state(sn1, range(1, rounds + 4)) == state
+        _seal_rounds(sn1, rounds + 4, 1)
+    finally:
+        chain.close()
+
+
+
+def test_a_torn_archive_line_is_cut_at_open(tmp_path):
+    d = tmp_path / "chain"
+    d.mkdir()
+    lines = b'{"block":1,"logs":[]}\n{"block":2,"logs":[]}\n'
+    (d / ARCHIVE_NAME).write_bytes(lines + b'{"block":3,"lo')  # killed mid-append
+    EmbeddedChain(d).close()
+    assert (d / ARCHIVE_NAME).read_bytes() == lines

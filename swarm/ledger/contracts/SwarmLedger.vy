@@ -12,10 +12,13 @@
         it registered (their "controller"). Bounds: MAX_MEMBERS members over the
         ledger's life, MAX_PARTICIPANTS ids per check-in batch and per round,
         node ids <= 128 bytes, endpoints <= 256 bytes, config JSON <= 4096 bytes.
-        Gas (measured): checkInAndSeal costs ~160k + 83k per id, so a full
-        256-id round needs ~21.4M gas. That fits the usual 30M block gas limit;
-        on chains capping a transaction at 2**24 gas (EIP-7825) send rounds of
-        more than ~190 ids as checkIn batches plus seal.
+        Storage stays bounded over a long training: a node's check-in and
+        participation live in per-node slots that each round overwrites, and a
+        round keeps three words (a hash of its participants, weights and update
+        digests; its merged digest; when and in which block it was sealed). The
+        lists themselves are in the RoundSealed event of that block.
+        Gas (measured): see tests/ledger/test_ledger_contract.py; a full 256-id
+        checkInAndSeal fits the usual 30M block gas limit.
 """
 
 MAX_MEMBERS: constant(uint256) = 4096
@@ -39,12 +42,17 @@ STATUS_REVOKED: constant(uint8) = 3
 MIN_WEIGHT: constant(uint32) = 0
 MAX_WEIGHT: constant(uint32) = 100
 
-# A check-in's weight and "sealed as participant" flag share one storage word:
-# setting the flag at seal time then rewrites a warm non-zero slot (~3k gas)
-# instead of filling a fresh one (~22k gas) per participant.
+# A node's latest check-in in one word: round | weight << 64 | flags. Each round
+# rewrites the same non-zero slots (~3k gas) instead of filling fresh ones
+# (~22k gas, and a trie that grows with every round).
+ROUND_MASK: constant(uint256) = 18446744073709551615  # 2**64 - 1
+WEIGHT_SHIFT: constant(uint256) = 64
 WEIGHT_MASK: constant(uint256) = 4294967295  # 2**32 - 1
-PARTICIPANT_FLAG: constant(uint256) = 4294967296  # 2**32
-CHECKED_IN_FLAG: constant(uint256) = 8589934592  # 2**33: non-zero even for weight 0
+PARTICIPANT_FLAG: constant(uint256) = 2**96
+CHECKED_IN_FLAG: constant(uint256) = 2**97  # non-zero even for weight 0
+# A round's meta word: sealedAt | sealedBlock << 64 | checkInCount << 128.
+BLOCK_SHIFT: constant(uint256) = 64
+COUNT_SHIFT: constant(uint256) = 128
 
 struct Member:
     nodeId: String[MAX_NODE_ID]
@@ -56,11 +64,9 @@ struct Member:
     controller: address
 
 struct Round:
-    participants: DynArray[bytes32, MAX_PARTICIPANTS]
+    record: bytes32  # keccak256(abi_encode(participants, weights, digests)); empty until sealed
     merged: bytes32
-    sealedAt: uint256
-    sealedBy: bytes32
-    checkInCount: uint256
+    meta: uint256
 
 event MemberRegistered:
     id: indexed(bytes32)
@@ -93,6 +99,8 @@ event CheckedIn:
 event RoundSealed:
     round: indexed(uint64)
     participants: DynArray[bytes32, MAX_PARTICIPANTS]
+    weights: DynArray[uint32, MAX_PARTICIPANTS]
+    digests: DynArray[bytes32, MAX_PARTICIPANTS]
     by: bytes32
 
 event MergeCommitted:
@@ -131,9 +139,11 @@ configJson: public(String[MAX_CONFIG])
 
 lastSealedRound: public(uint64)
 rounds: HashMap[uint64, Round]
-# round -> id -> weight | PARTICIPANT_FLAG ; 0 means not checked in
-checkInMeta: HashMap[uint64, HashMap[bytes32, uint256]]
-checkInDigest: HashMap[uint64, HashMap[bytes32, bytes32]]
+# id -> its latest check-in (round | weight | flags) and update digest
+checkInMeta: HashMap[bytes32, uint256]
+checkInDigest: HashMap[bytes32, bytes32]
+# id -> the last round it was sealed into (a late commitMerged still finds it)
+participantIn: HashMap[bytes32, uint64]
 
 finishedCount: public(uint256)
 isFinished: public(HashMap[bytes32, bool])
@@ -224,6 +234,7 @@ def _checkIn(actor: bytes32, round: uint64, ids: DynArray[bytes32, MAX_PARTICIPA
     assert n > 0, "no ids"
     assert len(weights) == n and len(digests) == n, "length mismatch"
     self._requireOpen(round)
+    r: uint256 = convert(round, uint256)
     for i: uint256 in range(n, bound=MAX_PARTICIPANTS):
         id: bytes32 = ids[i]
         w: uint32 = weights[i]
@@ -234,11 +245,11 @@ def _checkIn(actor: bytes32, round: uint64, ids: DynArray[bytes32, MAX_PARTICIPA
         assert status == STATUS_ACTIVE, "member not active"
         assert w >= MIN_WEIGHT and w <= MAX_WEIGHT, "weight out of range"
         assert digests[i] != empty(bytes32), "empty digest"
-        assert self.checkInMeta[round][id] == 0, "already checked in"
-        self.checkInMeta[round][id] = convert(w, uint256) | CHECKED_IN_FLAG
-        self.checkInDigest[round][id] = digests[i]
-        self.members[id].lastSeen = block.timestamp
-    self.rounds[round].checkInCount += n
+        # A check-in for another open round is replaced: a node takes part in one round at a time.
+        assert self.checkInMeta[id] & ROUND_MASK != r, "already checked in"
+        self.checkInMeta[id] = r | (convert(w, uint256) << WEIGHT_SHIFT) | CHECKED_IN_FLAG
+        self.checkInDigest[id] = digests[i]
+    self.rounds[round].meta += n << COUNT_SHIFT
     log CheckedIn(round=round, ids=ids, weights=weights, digests=digests, by=actor)
 
 
@@ -247,18 +258,24 @@ def _seal(actor: bytes32, round: uint64, ids: DynArray[bytes32, MAX_PARTICIPANTS
     assert self.configured, "not configured"
     self._requireOpen(round)
     assert len(ids) >= self.minPeers, "below minPeers"
+    r: uint256 = convert(round, uint256)
+    weights: DynArray[uint32, MAX_PARTICIPANTS] = []
+    digests: DynArray[bytes32, MAX_PARTICIPANTS] = []
     for id: bytes32 in ids:
-        meta: uint256 = self.checkInMeta[round][id]
-        assert meta != 0, "not checked in"
+        meta: uint256 = self.checkInMeta[id]
+        assert meta & ROUND_MASK == r, "not checked in"
         assert meta & PARTICIPANT_FLAG == 0, "duplicate participant"
         # A member revoked after checking in must not enter the round.
         assert self.members[id].status != STATUS_REVOKED, "member revoked"
-        self.checkInMeta[round][id] = meta | PARTICIPANT_FLAG
+        self.checkInMeta[id] = meta | PARTICIPANT_FLAG
+        self.participantIn[id] = round
+        weights.append(convert((meta >> WEIGHT_SHIFT) & WEIGHT_MASK, uint32))
+        digests.append(self.checkInDigest[id])
     self.lastSealedRound = round
-    self.rounds[round].participants = ids
-    self.rounds[round].sealedAt = block.timestamp
-    self.rounds[round].sealedBy = actor
-    log RoundSealed(round=round, participants=ids, by=actor)
+    self.rounds[round].record = keccak256(abi_encode(ids, weights, digests))
+    self.rounds[round].meta = (self.rounds[round].meta >> COUNT_SHIFT << COUNT_SHIFT) | block.timestamp \
+        | (block.number << BLOCK_SHIFT)
+    log RoundSealed(round=round, participants=ids, weights=weights, digests=digests, by=actor)
 
 
 # ---------------------------------------------------------------- membership
@@ -358,7 +375,7 @@ def _commitMerged(round: uint64, id: bytes32, digest: bytes32):
     self._requireController(id)
     assert self.members[id].status != STATUS_REVOKED, "member revoked"
     assert digest != empty(bytes32), "empty digest"
-    assert self.checkInMeta[round][id] & PARTICIPANT_FLAG != 0, "not a participant"
+    assert self.participantIn[id] == round, "not a participant"
     self.members[id].lastSeen = block.timestamp
     merged: bytes32 = self.rounds[round].merged
     if merged == empty(bytes32):
@@ -374,20 +391,8 @@ def commitMerged(round: uint64, id: bytes32, digest: bytes32):
     """Record a participant's merged digest. The first sets the round's merged
     digest; a differing later one emits MergeMismatch; an equal one is a no-op."""
     self._actor()
-    assert self.rounds[round].sealedAt != 0, "round not sealed"
+    assert self.rounds[round].record != empty(bytes32), "round not sealed"
     self._commitMerged(round, id, digest)
-
-
-@external
-def commitMergedBatch(round: uint64, ids: DynArray[bytes32, MAX_PARTICIPANTS],
-                      digests: DynArray[bytes32, MAX_PARTICIPANTS]):
-    """commitMerged for several of the caller's participants in one transaction."""
-    self._actor()
-    assert len(ids) > 0, "no ids"
-    assert len(digests) == len(ids), "length mismatch"
-    assert self.rounds[round].sealedAt != 0, "round not sealed"
-    for i: uint256 in range(len(ids), bound=MAX_PARTICIPANTS):
-        self._commitMerged(round, ids[i], digests[i])
 
 
 @external
@@ -433,23 +438,20 @@ def getConfig() -> (bool, uint256, String[MAX_CONFIG]):
 @external
 @view
 def checkInOf(round: uint64, id: bytes32) -> (uint32, bytes32, bool):
-    """(weight, digest, sealed as participant); an empty digest means no check-in."""
-    meta: uint256 = self.checkInMeta[round][id]
-    return convert(meta & WEIGHT_MASK, uint32), self.checkInDigest[round][id], meta & PARTICIPANT_FLAG != 0
+    """(weight, digest, sealed as participant) of a node's check-in for `round`, while it is
+    the node's latest one; an empty digest means none."""
+    meta: uint256 = self.checkInMeta[id]
+    if meta & ROUND_MASK != convert(round, uint256):
+        return 0, empty(bytes32), False
+    return convert((meta >> WEIGHT_SHIFT) & WEIGHT_MASK, uint32), self.checkInDigest[id], meta & PARTICIPANT_FLAG != 0
 
 
 @external
 @view
-def roundInfo(round: uint64) -> (bool, DynArray[bytes32, MAX_PARTICIPANTS],
-                                 DynArray[uint32, MAX_PARTICIPANTS],
-                                 DynArray[bytes32, MAX_PARTICIPANTS],
-                                 bytes32, uint256, bytes32, uint256):
-    """(sealed, participant ids, weights, digests, merged digest, sealedAt,
-    sealedBy, checkInCount)."""
+def roundInfo(round: uint64) -> (bool, bytes32, bytes32, uint256, uint256, uint256):
+    """(sealed, record hash, merged digest, sealedAt, sealedBlock, checkInCount). The
+    participants, weights and digests are in the RoundSealed event of sealedBlock, and
+    keccak256(abi_encode(participants, weights, digests)) equals the record hash."""
     r: Round = self.rounds[round]
-    weights: DynArray[uint32, MAX_PARTICIPANTS] = []
-    digests: DynArray[bytes32, MAX_PARTICIPANTS] = []
-    for id: bytes32 in r.participants:
-        weights.append(convert(self.checkInMeta[round][id] & WEIGHT_MASK, uint32))
-        digests.append(self.checkInDigest[round][id])
-    return r.sealedAt != 0, r.participants, weights, digests, r.merged, r.sealedAt, r.sealedBy, r.checkInCount
+    return (r.record != empty(bytes32), r.record, r.merged, r.meta & ROUND_MASK,
+            (r.meta >> BLOCK_SHIFT) & ROUND_MASK, r.meta >> COUNT_SHIFT)
