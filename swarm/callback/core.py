@@ -54,7 +54,7 @@ def default_logger() -> logging.Logger:
 def save_npz(weights: Weights, directory: Path, name: str = "swarm_model") -> Path:
     """The NumPy default for saving the final model: one .npz, names kept for dicts."""
     path = directory / f"{name}.npz"
-    with atomic_target(path) as tmp:  # never half a model where the final one should be
+    with atomic_target(path, mode=0o644) as tmp:  # never half a model where the final one should be
         if isinstance(weights, dict):
             np.savez(tmp, **weights)
         else:
