@@ -14,13 +14,12 @@ from swarm.network.sn_client import SwarmNetworkError
 from swarm.network.wire import chunk_deserializer, chunk_serializer
 from swarm.protos import local_api_pb2 as lpb
 from swarm.protos import local_api_pb2_grpc as lpb_grpc
-from swarm.tensors import Assembler, WeightsError, check_finite, iter_chunks
+from swarm.tensors import DEFAULT_CHUNK_BYTES, Assembler, WeightsError, check_finite, iter_chunks
 from swarm.tensors.region import DATA_OFFSET, RegionError, SharedRegion
 
 from sl_node.node import SessionError, SwarmLearningNode
 
 log = logging.getLogger("swarm.sl.local")
-CHUNK_BYTES = 1 << 20
 
 
 def _chunk_data(chunk) -> memoryview | bytes:
@@ -186,7 +185,7 @@ class SwarmLearningLocalServicer(lpb_grpc.SwarmLearningLocalServicer):
         result.times.CopyFrom(times)
         yield lpb.WeightChunk(result=result)
         if model is not None:
-            yield from iter_chunks(memoryview(model.flat.view(np.uint8)), CHUNK_BYTES)
+            yield from iter_chunks(memoryview(model.flat.view(np.uint8)), DEFAULT_CHUNK_BYTES)
 
     def _call(self, request_iterator, context, run):
         """One Sync or Finish: the update in, `run(header, flat)` on the node, the

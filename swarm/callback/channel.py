@@ -15,19 +15,18 @@ import numpy as np
 from swarm.protos import local_api_pb2 as pb
 from swarm.protos import local_api_pb2_grpc as pb_grpc
 from swarm.network.wire import chunk_deserializer, chunk_serializer
-from swarm.tensors import Assembler, Layout, WeightsError, iter_chunks
+from swarm.session import CHECKIN_MODES
+from swarm.tensors import DEFAULT_CHUNK_BYTES, Assembler, Layout, WeightsError, iter_chunks
 from swarm.tensors.region import DATA_OFFSET, RegionError, SharedRegion
 
 ADDRESS_ENV = "SWARM_SL_ADDRESS"
 # "off" keeps the weights on the socket even where shared memory would work.
 SHM_ENV = "SWARM_SHM"
-CHUNK_BYTES = 1 << 20
 # A round waits for the slowest peer and Finish for min_peers nodes to end their
 # epochs, which can take hours; the SL node, not this bound, drops dead peers.
 ROUND_TIMEOUT_S = 24 * 3600.0
 HELLO_TIMEOUT_S = 600.0
 _KINDS = {"regular": pb.SyncHeader.REGULAR, "begin": pb.SyncHeader.BEGIN}
-_CHECKIN_MODES = ("snapshot", "active", "inactive")
 
 
 class LocalChannelError(RuntimeError):
@@ -99,7 +98,7 @@ class LocalChannel:
 
     def __init__(self, address: str | None = None, *, connect_timeout_s: float = 120.0,
                  round_timeout_s: float | None = ROUND_TIMEOUT_S,
-                 chunk_bytes: int = CHUNK_BYTES, logger: logging.Logger | None = None,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, logger: logging.Logger | None = None,
                  shared_memory: bool | None = None):
         self.address = resolve_address(address)
         # None: on unless SWARM_SHM=off; it is used only if the SL node can map it.
@@ -251,9 +250,9 @@ class LocalChannel:
     def finish(self, flat: np.ndarray, weight: int,
                mode: str = "inactive") -> tuple[pb.SyncResult, np.ndarray | None]:
         """Ends this node's training; returns when the swarm is done, with the final model."""
-        if mode not in _CHECKIN_MODES:
+        if mode not in CHECKIN_MODES:
             raise ValueError(f"checkin_model_on_train_end {mode!r} is not one of: "
-                             f"{', '.join(_CHECKIN_MODES)}")
+                             f"{', '.join(CHECKIN_MODES)}")
         header = pb.SyncHeader(kind=pb.SyncHeader.REGULAR, weight=weight,
                                total_bytes=flat.nbytes, checkin_model_on_train_end=mode)
         return self._exchange("Finish", self._finish_call, header, flat)
