@@ -80,7 +80,8 @@ for image in "${images[@]}"; do
         | { grep -v "is ignored: it is neither a file nor a directory" || true; }
       if [ -n "$nodeps" ]; then
         "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$wheels" \
-          -r <("$PYTHON" docker/requirements.py only "$nodeps")
+          -r <("$PYTHON" docker/requirements.py only "$nodeps") 2>&1 \
+          | { grep -v "is ignored: it is neither a file nor a directory" || true; }
       fi
       echo "$wanted" > "$wheels/requirements.txt"  # what it holds: the same next time, no pip
     fi
