@@ -171,9 +171,9 @@ def check_image(engine: str, image: str) -> None:
         try:
             sdk_client().images.get(image)
         except docker.errors.ImageNotFound:
-            raise EngineError(f"--ml-image {image}: no such image at "
-                              f"{os.environ.get('DOCKER_HOST', 'the docker daemon')} (build it, "
-                              f"e.g. docker/build-images.sh, or `docker pull {image}` first)") from None
+            where = os.environ.get("DOCKER_HOST", "the docker daemon")
+            raise EngineError(f"--ml-image {image}: no such image at {where} (build it, e.g. "
+                              f"docker/build-images.sh, or `docker pull {image}` first)") from None
         return
     found = subprocess.run([engine, "image", "inspect", "--format", "{{.Id}}", image],
                            capture_output=True, text=True, timeout=ENGINE_PROBE_S,

@@ -6,10 +6,8 @@ removed at the end, stopped with its SL node)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
