@@ -54,16 +54,16 @@ def test_a_one_node_swarm_whose_sidecar_runs_through_the_sdk_trains_to_the_end(
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_stopping_the_sl_node_removes_its_sdk_container_within_seconds(
         sig, docker_api, numpy_image, sites, start_sn, processes, remove_containers, tmp_path):
-    """SIGTERM: the SL node stops the container through the API (init passes the signal to
-    a plain `python` entrypoint). SIGKILL: the image's launcher (python -m ml_sidecar)
-    notices that its SL node no longer answers and ends; the engine removes it."""
+    """SIGTERM: the SL node stops the container through the API (the launcher, given as
+    --ml-entrypoint here, turns SIGTERM into the program's exit). SIGKILL: the image's
+    launcher notices that its SL node no longer answers and ends; the engine removes it."""
     code, ro = tmp_path / "code", tmp_path / "ro"
     code.mkdir()
     ro.mkdir()
     (code / "sleeper.py").write_text(SLEEPER)
     name = unique("swarm-test-sdk-stop")
     remove_containers.append(name)
-    entrypoint = ["--ml-entrypoint", "python"] if sig == signal.SIGTERM else []
+    entrypoint = ["--ml-entrypoint", "python -m ml_sidecar"] if sig == signal.SIGTERM else []
     sn = start_sn(sites[0])
     node = processes(run_sl_container_argv(
         sites[0], sn, tmp_path / "sl", numpy_image, SDK_ENGINE, "--ml-name", name,
