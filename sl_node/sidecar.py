@@ -163,13 +163,13 @@ def sdk_client(timeout_s: float | None = ENGINE_PROBE_S):
     return client
 
 
-def check_image(engine: str, image: str) -> None:
+def check_image(engine: str, image: str, client=None) -> None:
     """The image must be there already: pulling from a registry no one can reach would
     only fail late, after retries."""
     if engine == SDK_ENGINE:
         import docker
         try:
-            sdk_client().images.get(image)
+            (client or sdk_client()).images.get(image)
         except docker.errors.ImageNotFound:
             where = os.environ.get("DOCKER_HOST", "the docker daemon")
             raise EngineError(f"--ml-image {image}: no such image at {where} (build it, e.g. "
@@ -185,9 +185,10 @@ def check_image(engine: str, image: str) -> None:
 
 def prepare_container(spec: SidecarSpec) -> SidecarSpec:
     """The spec with its engine chosen and its image checked; EngineError says what is wrong."""
-    engine = SDK_ENGINE if spec.engine == SDK_ENGINE else select_engine(spec.engine)
-    if engine == SDK_ENGINE:
-        sdk_client()  # says what is wrong before the image is looked for
+    if spec.engine == SDK_ENGINE:
+        check_image(SDK_ENGINE, spec.image, sdk_client())  # first: the SDK and its API
+        return spec
+    engine = select_engine(spec.engine)
     check_image(engine, spec.image)
     return replace(spec, engine=engine)
 
