@@ -6,7 +6,9 @@
 #     node        swarm-node:latest   run-sn, run-sl, ... and /app/examples
 #     numpy       swarm-ml:numpy      sidecar: callback, gRPC, NumPy (small; the tests use it)
 #     torch       swarm-ml:torch      sidecar + the torch extra
-#     keras       swarm-ml:keras      sidecar + the keras extra (TensorFlow)
+#     keras       swarm-ml:keras      sidecar + the keras extra (TensorFlow, Keras 3)
+#     keras2      swarm-ml:keras2     keras + tf-keras (--no-deps), TF_USE_LEGACY_KERAS=1:
+#                                     tf.keras programs (Keras 2); only built when named
 #     node-torch  swarm-node:torch    node + torch (the pytorch example's compose file)
 #     node-keras  swarm-node:keras    node + keras (the keras examples' compose files)
 # pip never runs against an index inside a build: the host's pip (PYTHON, default python3,
@@ -20,15 +22,17 @@ PYTHON=${PYTHON:-python3}
 LABEL=org.swarm.content-hash
 wheelhouse=1
 declare -A TARGET=([node]=node [numpy]=sidecar [torch]=sidecar [keras]=sidecar
-                   [node-torch]=node [node-keras]=node)
-declare -A EXTRAS=([node]= [numpy]= [torch]=torch [keras]=keras [node-torch]=torch [node-keras]=keras)
+                   [keras2]=sidecar-keras2 [node-torch]=node [node-keras]=node)
+declare -A EXTRAS=([node]= [numpy]= [torch]=torch [keras]=keras [keras2]=keras
+                   [node-torch]=torch [node-keras]=keras)
+declare -A NO_DEPS=([keras2]=keras2)  # installed with --no-deps after EXTRAS
 declare -A TAG=([node]=swarm-node:latest [numpy]=swarm-ml:numpy [torch]=swarm-ml:torch
-                [keras]=swarm-ml:keras [node-torch]=swarm-node:torch [node-keras]=swarm-node:keras)
+                [keras]=swarm-ml:keras [keras2]=swarm-ml:keras2 [node-torch]=swarm-node:torch [node-keras]=swarm-node:keras)
 images=()
 for arg in "$@"; do
   case $arg in
     --no-wheelhouse) wheelhouse=0 ;;
-    -h|--help) sed -n '2,17s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) [ -n "${TARGET[$arg]:-}" ] || { echo "build-images: unknown image '$arg' (${!TARGET[*]})" >&2; exit 2; }
        images+=("$arg") ;;
   esac
@@ -54,24 +58,31 @@ sources_hash() {  # what an image is built from; examples only for node images
 }
 
 for image in "${images[@]}"; do
-  target=${TARGET[$image]} extras=${EXTRAS[$image]} tag=${TAG[$image]}
-  hash=$(sources_hash "$target" "$extras")
+  target=${TARGET[$image]} extras=${EXTRAS[$image]} tag=${TAG[$image]} nodeps=${NO_DEPS[$image]:-}
+  hash=$(sources_hash "$target" "$extras${nodeps:+ no-deps $nodeps}")
   have=$("$ENGINE" image inspect --format "{{index .Config.Labels \"$LABEL\"}}" "$tag" 2>/dev/null || true)
   if [ "$have" = "$hash" ]; then
     echo "== $tag up to date ($hash)"
     continue
   fi
   t0=$(date +%s)
-  args=(--target "$target" --build-arg "EXTRAS=$extras" --label "$LABEL=$hash")
+  args=(--target "$target" --build-arg "EXTRAS=$extras" --build-arg "NO_DEPS=$nodeps"
+        --label "$LABEL=$hash")
   if [ $wheelhouse = 1 ] && [ -z "${PIP_EXTRA_INDEX_URL:-}" ]; then
     wheels=docker/wheels/$image
     mkdir -p "$wheels"
     role=$([ "$target" = node ] && echo node || echo sidecar)
-    wanted=$("$PYTHON" docker/requirements.py "$role" "$extras"; printf 'setuptools>=68\nwheel\n')
+    deps=$("$PYTHON" docker/requirements.py "$role" "$extras"; printf 'setuptools>=68\nwheel\n')
+    wanted=$(echo "$deps"; [ -z "$nodeps" ] || "$PYTHON" docker/requirements.py only "$nodeps")
     if [ "$wanted" != "$(cat "$wheels/requirements.txt" 2>/dev/null)" ]; then
       echo "== $tag: wheelhouse $wheels (host pip)"
-      "$PYTHON" -m pip wheel --quiet --disable-pip-version-check -w "$wheels" -r <(echo "$wanted") 2>&1 \
+      "$PYTHON" -m pip wheel --quiet --disable-pip-version-check -w "$wheels" -r <(echo "$deps") 2>&1 \
         | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+      if [ -n "$nodeps" ]; then
+        "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$wheels" \
+          -r <("$PYTHON" docker/requirements.py only "$nodeps") 2>&1 \
+          | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+      fi
       echo "$wanted" > "$wheels/requirements.txt"  # what it holds: the same next time, no pip
     fi
     args+=(--build-arg "WHEELS=$wheels")

@@ -2,7 +2,9 @@
 # pip inside an image build: from the wheelhouse /wheels when build-images.sh filled it
 # (no index at all: the build needs no network), else from the default index plus
 # $PIP_EXTRA_INDEX_URL when that build argument is set (empty by default).
-#   pip-install.sh ROLE EXTRAS   the pinned requirements of an image (requirements.py)
+#   pip-install.sh ROLE EXTRAS [NO_DEPS]   the pinned requirements of an image
+#                (requirements.py), then the extras NO_DEPS' pins with --no-deps (tf-keras
+#                requires the 572 MB `tensorflow`; EXTRAS' tensorflow-cpu serves it)
 #   pip-install.sh project       the swarm package itself, without dependencies
 set -eu
 [ -n "${PIP_EXTRA_INDEX_URL:-}" ] || unset PIP_EXTRA_INDEX_URL
@@ -15,4 +17,9 @@ if [ "$1" = project ]; then
 fi
 python /src/requirements.py "$1" "${2:-}" > /tmp/requirements.txt
 echo "pip-install ($1): $(tr '\n' ' ' < /tmp/requirements.txt)"
-exec pip install --quiet $from -r /tmp/requirements.txt
+pip install --quiet $from -r /tmp/requirements.txt
+if [ -n "${3:-}" ]; then
+  python /src/requirements.py only "$3" > /tmp/no-deps.txt
+  echo "pip-install (--no-deps): $(tr '\n' ' ' < /tmp/no-deps.txt)"
+  pip install --quiet $from --no-deps -r /tmp/no-deps.txt
+fi

@@ -4,6 +4,7 @@ pins live): `python requirements.py ROLE [EXTRA,...]`.
 ROLE node: every dependency of the project (run-sn, run-sl, swarm-data, ...), plus extras.
 ROLE sidecar: only what a training program's SwarmCallback imports (gRPC to its SL node,
 NumPy), plus extras: no ledger, no web3, no plotting, so the NumPy sidecar image stays small.
+ROLE only: the extras' pins alone (what an image installs with --no-deps, e.g. keras2).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tomllib
 from pathlib import Path
 
 SIDECAR = ("grpcio", "protobuf", "numpy")
-ROLES = ("node", "sidecar")
+ROLES = ("node", "sidecar", "only")
 
 
 def _name(requirement: str) -> str:
@@ -31,6 +32,8 @@ def requirements(pyproject: Path, role: str, extras: list[str]) -> list[str]:
     base = project["dependencies"]
     if role == "sidecar":
         base = [r for r in base if _name(r) in SIDECAR]
+    elif role == "only":
+        base = []
     lines = [r.split("#")[0].strip() for r in base]
     for extra in extras:
         lines += [r.split("#")[0].strip() for r in optional[extra]]

@@ -47,9 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--ml-image", metavar="IMAGE",
                     help="run the sidecar in this container image (docker or podman); "
                          "without it the sidecar is a local process")
-    ml.add_argument("--ml-engine", choices=["docker", "podman"],
+    ml.add_argument("--ml-engine", choices=["docker", "podman", "docker-sdk"],
                     help="container engine for --ml-image (default: docker if its daemon "
-                         "answers, else podman)")
+                         "answers, else podman); docker-sdk: the Docker SDK (the `docker` "
+                         "extra) against DOCKER_HOST, e.g. podman's unix:///run/podman/podman.sock")
     ml.add_argument("--ml-name", metavar="NAME", help="container name")
     ml.add_argument("--ml-keep", action="store_true",
                     help="keep the sidecar's container after it exits (default: removed)")

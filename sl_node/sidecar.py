@@ -19,6 +19,9 @@ CONTAINER_SOCKET_DIR = "/swarm-sl"
 # How long a stopped sidecar gets to save its work before it is killed.
 STOP_GRACE_S = 15.0
 ENGINES = ("docker", "podman")
+# --ml-engine docker-sdk: the Docker SDK (docker-py, the `docker` extra) talks to the API
+# at DOCKER_HOST (a docker daemon, or podman's Docker-compatible API) without any CLI.
+SDK_ENGINE = "docker-sdk"
 # How long an engine gets to say it answers (a docker client with no daemon fails at once).
 ENGINE_PROBE_S = 20.0
 # What each engine's `info` prints when its daemon (or, for podman, its storage) answers.
@@ -134,9 +137,44 @@ def select_engine(requested: str | None) -> str:
                       f"to run the sidecar as a local process")
 
 
-def check_image(engine: str, image: str) -> None:
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def sdk_client(timeout_s: float | None = ENGINE_PROBE_S):
+    """A Docker SDK client for DOCKER_HOST that has answered a ping; EngineError otherwise.
+    timeout_s None: no read timeout, for a container's output and exit (silent for hours)."""
+    try:
+        import docker
+    except ImportError:
+        docker = None
+    # Without the package, `import docker` may find this repository's docker/ folder.
+    if not hasattr(docker, "DockerClient"):
+        raise EngineError(f"--ml-engine {SDK_ENGINE}: the Docker SDK is not installed "
+                          f"(pip install docker==7.1.0, the project's `docker` extra)")
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (DOCKER_HOST unset)"
+    try:
+        client = docker.from_env(timeout=None if timeout_s is None else int(timeout_s))
+        client.ping()
+    except docker.errors.DockerException as error:
+        raise EngineError(f"--ml-engine {SDK_ENGINE}: no Docker API answers at {host}: "
+                          f"{_one_line(error)} (start the daemon, or set DOCKER_HOST, e.g. "
+                          f"unix:///run/podman/podman.sock)") from None
+    return client
+
+
+def check_image(engine: str, image: str, client=None) -> None:
     """The image must be there already: pulling from a registry no one can reach would
     only fail late, after retries."""
+    if engine == SDK_ENGINE:
+        import docker
+        try:
+            (client or sdk_client()).images.get(image)
+        except docker.errors.ImageNotFound:
+            where = os.environ.get("DOCKER_HOST", "the docker daemon")
+            raise EngineError(f"--ml-image {image}: no such image at {where} (build it, e.g. "
+                              f"docker/build-images.sh, or `docker pull {image}` first)") from None
+        return
     found = subprocess.run([engine, "image", "inspect", "--format", "{{.Id}}", image],
                            capture_output=True, text=True, timeout=ENGINE_PROBE_S,
                            stdin=subprocess.DEVNULL)
@@ -147,6 +185,9 @@ def check_image(engine: str, image: str) -> None:
 
 def prepare_container(spec: SidecarSpec) -> SidecarSpec:
     """The spec with its engine chosen and its image checked; EngineError says what is wrong."""
+    if spec.engine == SDK_ENGINE:
+        check_image(SDK_ENGINE, spec.image, sdk_client())  # first: the SDK and its API
+        return spec
     engine = select_engine(spec.engine)
     check_image(engine, spec.image)
     return replace(spec, engine=engine)
@@ -176,6 +217,107 @@ def container_command(spec: SidecarSpec, socket_path: Path, cidfile: Path | None
     return argv + spec.entrypoint[1:] + spec.cmd
 
 
+def container_config(spec: SidecarSpec, socket_path: Path) -> dict:
+    """containers.create() arguments with the same meaning as container_command()'s CLI
+    flags: socket directory mounted, volumes with their options, init, removed on exit."""
+    return dict(
+        image=spec.image, name=spec.name, working_dir=spec.workdir, init=True,
+        entrypoint=spec.entrypoint[:1] or None,
+        command=(spec.entrypoint[1:] + spec.cmd) or None,  # None: the image's CMD
+        environment={"SWARM_SL_ADDRESS": f"unix://{CONTAINER_SOCKET_DIR}/{socket_path.name}",
+                     **spec.env},
+        volumes=[f"{socket_path.parent}:{CONTAINER_SOCKET_DIR}", *(v.mount for v in spec.volumes)],
+        auto_remove=not spec.keep, detach=True, stdin_open=False, tty=False)
+
+
+class SDKContainer:
+    """The sidecar's container through the Docker SDK, shaped like the Popen of the CLI
+    path (stdout lines, poll, wait, terminate, kill), so that Sidecar treats both alike."""
+
+    def __init__(self, spec: SidecarSpec, socket_path: Path):
+        self._client = sdk_client(timeout_s=None)
+        self._code: int | None = None
+        self._exited = threading.Event()
+        import docker
+        try:
+            self.container = self._client.containers.create(**container_config(spec, socket_path))
+        except docker.errors.DockerException as error:
+            raise EngineError(f"--ml-image {spec.image}: cannot create the container: "
+                              f"{_one_line(error)}") from None
+        self.id = self.container.id
+        # Attached and waited on before it starts, as `docker run` does: a short program's
+        # first lines and its exit code are not lost, even when it is removed at once.
+        # containers.wait() would send its request from the waiting thread, maybe after the
+        # exit; the API answers the headers at once, so once _post returns the wait is
+        # registered. ("removed" would not do: podman reports exit code 0 for it.)
+        self._stream = self.container.attach(stdout=True, stderr=True, stream=True, logs=True)
+        api = self._client.api
+        self._wait_response = api._post(api._url("/containers/{0}/wait", self.id),
+                                        params={"condition": "next-exit"}, stream=True,
+                                        timeout=None)
+        self._waiter = threading.Thread(target=self._wait_exit, daemon=True, name="ml-wait")
+        self._waiter.start()
+        try:
+            self.container.start()
+        except docker.errors.DockerException as error:
+            self._remove()
+            raise EngineError(f"--ml-image {spec.image}: cannot start the container: "
+                              f"{_one_line(error)}") from None
+        self.stdout = self._lines()
+
+    def _wait_exit(self) -> None:
+        import docker
+        try:
+            answer = self._client.api._result(self._wait_response, True)
+            self._code = int(answer["StatusCode"])
+            if answer.get("Error"):
+                log.warning("the ML sidecar's container: %s", answer["Error"])
+        except (docker.errors.DockerException, OSError, ValueError, KeyError) as error:
+            log.warning("waiting for the ML sidecar's container: %s", _one_line(error))
+            self._code = 1
+        self._exited.set()
+
+    def _lines(self):
+        pending = b""
+        try:
+            for chunk in self._stream:
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield line.decode("utf-8", "replace") + "\n"
+        except Exception as error:  # the API connection broke: the exit code says the rest
+            log.warning("the ML sidecar's output stream ended: %s", _one_line(error))
+        if pending:
+            yield pending.decode("utf-8", "replace") + "\n"
+
+    def poll(self) -> int | None:
+        return self._code if self._exited.is_set() else None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._exited.wait(timeout):
+            raise subprocess.TimeoutExpired(f"container {self.id[:12]}", timeout)
+        return self._code
+
+    def _call(self, what: str, *args, **kwargs) -> None:
+        import docker
+        try:
+            getattr(self.container, what)(*args, **kwargs)
+        except docker.errors.NotFound:
+            pass  # already exited and removed
+        except docker.errors.DockerException as error:
+            log.warning("%s %s: %s", SDK_ENGINE, what, _one_line(error))
+
+    def terminate(self, grace_s: float = STOP_GRACE_S) -> None:
+        """SIGTERM to the container's init, SIGKILL after grace_s (the engine's stop)."""
+        self._call("stop", timeout=int(grace_s))
+
+    def kill(self) -> None:
+        self._call("kill")
+
+    def _remove(self) -> None:
+        self._call("remove", force=True)
+
+
 def _die_with_parent() -> None:
     """Linux: the local sidecar (or the engine's CLI, which passes the signal on to its
     container) gets SIGTERM if its SL node dies, even by SIGKILL."""
@@ -195,6 +337,15 @@ class Sidecar:
         self.log_path = log_path
         self.cidfile: Path | None = None
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        if spec.image and spec.engine == SDK_ENGINE:
+            socket_path.parent.mkdir(parents=True, exist_ok=True)
+            log.info("starting the ML sidecar through the Docker SDK at %s: %s",
+                     os.environ.get("DOCKER_HOST", "the default socket"),
+                     shlex.join(container_command(spec, socket_path)[2:]))
+            self.proc = SDKContainer(spec, socket_path)
+            self._pump = threading.Thread(target=self._follow, name="ml-log", daemon=True)
+            self._pump.start()
+            return
         if spec.image:
             self.cidfile = log_path.parent / "ml-sidecar.cid"
             self.cidfile.unlink(missing_ok=True)  # engines refuse an existing cidfile
@@ -250,6 +401,13 @@ class Sidecar:
         stops even where the CLI would not pass the signal on; its output keeps flowing
         into the log until it has exited."""
         if self.proc.poll() is not None:
+            return
+        if isinstance(self.proc, SDKContainer):
+            threading.Thread(target=self.proc.terminate, name="ml-stop", daemon=True,
+                             args=(grace_s,)).start()
+            killer = threading.Timer(grace_s + 5, self._kill_if_running)
+            killer.daemon = True
+            killer.start()
             return
         cid = self._container_id()
         if cid:

@@ -102,5 +102,26 @@ def compose(engine) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def docker_api(engine) -> dict[str, str]:
+    """podman's Docker API and the Docker SDK (the `docker` extra): the environment that
+    points run-sl --ml-engine docker-sdk at it. Set up (setup-podman.sh --service) when the
+    API does not answer and we are root."""
+    try:
+        import docker
+    except ImportError:
+        docker = None
+    if not hasattr(docker, "DockerClient"):  # not installed: this repository's docker/
+        pytest.skip("the Docker SDK is not installed (the `docker` extra: make venv)")
+    if not _api_answers() and os.geteuid() == 0:
+        setup = subprocess.run(["bash", str(SETUP), "--service"], capture_output=True,
+                               text=True, timeout=1800)
+        assert setup.returncode == 0, f"setup-podman.sh --service failed:\n{setup.stderr}"
+    if not _api_answers():
+        pytest.skip("podman's Docker API is not serving; setting it up needs root: run "
+                    "`make containers` as root")
+    return {**os.environ, "DOCKER_HOST": f"unix://{PODMAN_SOCKET}"}
+
+
+@pytest.fixture(scope="session")
 def node_image(engine) -> str:
     return build(engine, "node")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sl_node.sidecar import SidecarSpec, container_command, parse_volume
+from sl_node.sidecar import (SDK_ENGINE, SidecarSpec, container_command, container_config,
+                             parse_volume)
 from swarm_testing import REPO
 
 
@@ -75,3 +76,53 @@ def test_a_missing_image_is_named_before_any_node_starts(engine, sites, tmp_path
     assert (f"run-sl: error: --ml-image swarm-ml:no-such-image: no such image in {engine}"
             in done.stderr)
     assert "build-images.sh" in done.stderr
+
+
+def test_the_sdk_container_means_what_the_cli_flags_mean(tmp_path):
+    spec = SidecarSpec(cmd=["train.py", "--epochs", "2"], entrypoint=["python", "-u"],
+                       image="swarm-ml:numpy", engine=SDK_ENGINE, name="ml-1", workdir="/job",
+                       env={"A": "1"}, volumes=[parse_volume(f"{tmp_path}:/data:ro")])
+    config = container_config(spec, Path("/var/swarm/sl-1/sl.sock"))
+    assert config["volumes"] == ["/var/swarm/sl-1:/swarm-sl", f"{tmp_path}:/data:ro"]
+    assert config["environment"] == {"SWARM_SL_ADDRESS": "unix:///swarm-sl/sl.sock", "A": "1"}
+    assert config["entrypoint"] == ["python"]
+    assert config["command"] == ["-u", "train.py", "--epochs", "2"]
+    assert config["init"] and config["auto_remove"] and config["working_dir"] == "/job"
+    image_default = container_config(SidecarSpec(cmd=[], image="i", keep=True), Path("/s/sl.sock"))
+    assert image_default["entrypoint"] is None and image_default["command"] is None
+    assert not image_default["auto_remove"]  # --ml-keep
+
+
+def test_the_sdk_not_installed_is_one_line(sites, tmp_path):
+    shim = tmp_path / "shim"
+    shim.mkdir()  # `import docker` fails as it does where the package is not installed
+    (shim / "docker.py").write_text("raise ImportError(\"No module named 'docker'\")\n")
+    done = run_sl(sites[0], "--ml-image", "swarm-ml:numpy", "--ml-engine", SDK_ENGINE,
+                  "--data-dir", str(tmp_path / "sl"),
+                  env={"PYTHONPATH": f"{shim}:{os.environ.get('PYTHONPATH', '')}"})
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "run-sl: error: --ml-engine docker-sdk: the Docker SDK is not installed "
+        "(pip install docker==7.1.0, the project's `docker` extra)")
+
+
+def test_a_docker_api_that_does_not_answer_is_one_line(sites, tmp_path):
+    pytest.importorskip("docker.errors", reason="needs the Docker SDK (the docker extra)")
+    socket = tmp_path / "no-daemon.sock"
+    done = run_sl(sites[0], "--ml-image", "swarm-ml:numpy", "--ml-engine", SDK_ENGINE,
+                  "--data-dir", str(tmp_path / "sl"), env={"DOCKER_HOST": f"unix://{socket}"})
+    assert done.returncode == 1
+    error = done.stderr.strip().splitlines()
+    assert len(error) == 1, done.stderr
+    assert error[0].startswith(f"run-sl: error: --ml-engine docker-sdk: no Docker API answers "
+                               f"at unix://{socket}: ")
+    assert "set DOCKER_HOST" in error[0]
+
+
+def test_a_missing_image_through_the_sdk_is_named(docker_api, sites, tmp_path):
+    done = run_sl(sites[0], "--ml-image", "swarm-ml:no-such-image", "--ml-engine", SDK_ENGINE,
+                  "--data-dir", str(tmp_path), env={"DOCKER_HOST": docker_api["DOCKER_HOST"]})
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"run-sl: error: --ml-image swarm-ml:no-such-image: no such image at "
+        f"{docker_api['DOCKER_HOST']} (build it")

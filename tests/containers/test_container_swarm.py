@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,16 +17,12 @@ from swarm.callback import FINAL_LOG_LINE
 from swarm.data import synth
 from swarm_testing import REPO
 
-from container_testing import containers_named, run_sl_container_argv
+from container_testing import SLEEPER, containers_named, run_sl_container_argv, unique
 
 DIGEST = re.compile(r"Final weights SHA-256: ([0-9a-f]{64})")
 # tests/examples' mnist-numpy knobs: the container run's wall time compares with that one.
 KNOBS = {"TRAIN_SAMPLES": "512", "MAX_EPOCHS": "2", "BATCH_SIZE": "64", "SYNC_FREQUENCY": "2",
          "OMP_NUM_THREADS": "1"}
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.mark.timeout(600)
@@ -66,20 +61,6 @@ def test_two_container_sidecars_train_as_a_swarm_and_end_with_the_same_model(
         assert containers_named(engine, name) == []
 
 
-SLEEPER = """
-import errno, os, sys, time
-try:
-    open("/ro/probe", "w")
-    print("ro-check: writable", flush=True)
-except OSError as error:
-    print("ro-check:", errno.errorcode[error.errno], flush=True)
-print("cwd", os.getcwd(), "GREETING", os.environ.get("GREETING"), flush=True)
-try:
-    print("sleeping", flush=True)
-    time.sleep(3600)
-finally:
-    print("sleeper: stopping", flush=True)
-"""
 
 
 @pytest.mark.timeout(180)
