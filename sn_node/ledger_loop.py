@@ -245,10 +245,18 @@ class LedgerLoop:
                            tuple(info.digests), info.merged_digest or b"")
 
     def refresh_members_now(self) -> None:
-        self._refresh_members()
+        """Re-reads every member, on the ledger thread: a read from another thread could
+        land between the thread's event batches and undo a registration it just applied."""
+        self._on_ledger_thread(self._refresh_members)
 
     def refresh_config_now(self) -> None:
-        self._refresh_config()
+        self._on_ledger_thread(self._refresh_config)
+
+    def _on_ledger_thread(self, read: Callable[[], None]) -> None:
+        if not self._thread.is_alive() or threading.current_thread() is self._thread:
+            read()
+        else:
+            self.submit(lambda ledger: read()).result(timeout=60)
 
     def refresh_round(self, round_number: int) -> None:
         """Makes sure a sealed round's merged digest is known, reading the ledger if it is not."""
