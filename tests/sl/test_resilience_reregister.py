@@ -37,6 +37,9 @@ class ForgetfulSN:
                                     grpc.StatusCode.FAILED_PRECONDITION, reason)
         return pb.HeartbeatReply()
 
+    def list_peers(self, role: str = ""):  # the revoked set, read with each heartbeat
+        return []
+
     def close(self):
         pass
 
