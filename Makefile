@@ -13,7 +13,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,keras,torch,hf,docker]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,keras,torch,hf,docker,ray]'
 	@# tf-keras (the keras2 extra) requires the 572 MB `tensorflow` wheel; the keras extra's
 	@# tensorflow-cpu of the same version serves it.
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps tf-keras==2.21.0
