@@ -18,6 +18,9 @@ VERBS = {
     "stop": "stop-swarm",
     "data": "swarm-data",
     "report": "swarm-report",
+    "sweep": "swarm-sweep",
+    "status": "swarm-status",
+    "ledger": "swarm-ledger",
 }
 
 
