@@ -4,6 +4,7 @@ against the digest on the ledger (a late joiner, a restart, the end of training)
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -34,28 +35,62 @@ def fetch_latest(sn, channel_for, node_id: str, layout: Layout, counter,
     """The merged model of status.latest_merged_round, from the first of its participants
     that serves it intact; CatchUpError when none does."""
     info = sn.wait_round(status.latest_merged_round, 0.1)
-    expected = bytes(status.latest_merged_digest)
+    holders = [(p.node_id, p.endpoint) for p in info.participants]
+    model, found = _first_intact(channel_for, node_id, layout, counter, max_model_bytes,
+                                 status.latest_merged_round,
+                                 bytes(status.latest_merged_digest), holders)
+    if model is None:
+        errors = found
+        raise CatchUpError(f"could not load the merged model of round "
+                           f"{status.latest_merged_round}: "
+                           + "; ".join(errors or ["no peer holds it"]))
+    return model
+
+
+def fetch_agreed(channel_for, node_id: str, layout: Layout, counter, max_model_bytes: int,
+                 round_number: int, digest: bytes, holders: list[tuple[str, str]],
+                 within_s: float, retry_s: float = 0.2) -> tuple[MergedModel, str]:
+    """Heals a divergence: the merged model of `round_number` whose digest the ledger
+    agreed, from the first of `holders` ((node id, endpoint)) that serves it intact,
+    and that holder's node id. Peers hold a round's model only once their own round has
+    returned, so this asks again until `within_s` has passed; CatchUpError then."""
+    deadline = time.monotonic() + within_s
+    while True:
+        model, found = _first_intact(channel_for, node_id, layout, counter, max_model_bytes,
+                                     round_number, digest, holders)
+        if model is not None:
+            return model, found
+        errors = found
+        if time.monotonic() + retry_s > deadline:
+            raise CatchUpError(f"could not load the agreed model of round {round_number} "
+                               f"({digest.hex()[:16]}): "
+                               + "; ".join(errors or ["no peer holds it"]))
+        time.sleep(retry_s)
+
+
+def _first_intact(channel_for, node_id, layout, counter, max_model_bytes, round_number,
+                  expected: bytes, holders) -> tuple:
+    """(model, holder) from the first holder whose model of round_number has digest
+    `expected`, else (None, errors per holder)."""
     errors = []
-    for participant in info.participants:
-        if participant.node_id == node_id:
+    for holder, endpoint in holders:
+        if holder == node_id:
             continue
         try:
-            model = _fetch_from(channel_for(participant.endpoint), participant.endpoint,
-                                status.latest_merged_round, layout, counter, max_model_bytes)
+            model = _fetch_from(channel_for(endpoint), endpoint, round_number, layout,
+                                counter, max_model_bytes)
         except grpc.RpcError as error:
-            errors.append(f"{participant.node_id}: {error.details()}")
+            errors.append(f"{holder}: {error.details()}")
             continue
         except WeightsError as error:
-            errors.append(f"{participant.node_id}: {error}")
+            errors.append(f"{holder}: {error}")
             continue
         if model.digest != expected:
-            errors.append(f"{participant.node_id}: digest differs from the ledger's")
+            errors.append(f"{holder}: digest differs from the ledger's")
             continue
-        log.info("loaded the merged model of round %d from %s", model.round, participant.node_id)
-        return model
-    raise CatchUpError(f"could not load the merged model of round "
-                       f"{status.latest_merged_round}: "
-                       + "; ".join(errors or ["no peer holds it"]))
+        log.info("loaded the merged model of round %d from %s", model.round, holder)
+        return model, holder
+    return None, errors
 
 
 def _fetch_from(channel: grpc.Channel, endpoint: str, round_number: int, layout: Layout,

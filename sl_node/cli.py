@@ -15,6 +15,7 @@ from pathlib import Path
 from swarm.cli.args import ip_address, node_tls, port
 from swarm.daemon import detach
 
+from sl_node.exchange.faults import parse_faults
 from sl_node.local_service import SwarmLearningLocalServicer
 from sl_node.node import SLConfig, StartupError, SwarmLearningNode
 from sl_node.sidecar import Sidecar, SidecarSpec, parse_env, parse_volume, prepare_container
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a peer silent this long (plus transfer time) is dropped from a "
                           "round (default 5)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    # Chaos experiments: make this node misbehave on purpose (Fault names, comma-separated,
+    # e.g. veto_all,equivocate_merged), through the exchange's outgoing hook as the tests do.
+    run.add_argument("--experiment-faults", default="", help=argparse.SUPPRESS)
     return p
 
 
@@ -100,11 +104,15 @@ def parse(argv: list[str]) -> tuple[SLConfig, SidecarSpec, argparse.Namespace]:
     if not cmd and not entrypoint and not args.ml_image:
         parser.error("say what the ML sidecar runs: --ml-cmd (and --ml-entrypoint), "
                      "or --ml-image")
+    try:
+        faults = frozenset(parse_faults(args.experiment_faults))
+    except ValueError as error:
+        parser.error(f"--experiment-faults: {error}")
     data_dir = Path(args.data_dir or f"swarm-data/sl-{args.sl_fs_port}").resolve()
     config = SLConfig(host_ip=args.host_ip, bind_ip=args.bind_ip or args.host_ip,
                       sn_target=f"{args.sn_ip}:{args.sn_api_port}", fs_port=args.sl_fs_port,
                       data_dir=data_dir, socket_path=socket_path_for(data_dir),
-                      peer_timeout_s=args.peer_timeout)
+                      peer_timeout_s=args.peer_timeout, experiment_faults=faults)
     spec = SidecarSpec(cmd=cmd, entrypoint=entrypoint, workdir=args.ml_w, env=env,
                        volumes=volumes, image=args.ml_image, name=args.ml_name,
                        engine=args.ml_engine, keep=args.ml_keep)

@@ -49,6 +49,14 @@ class RoundOutcome:
     merged_digest: str = ""              # hex
     merge_method: str = ""               # the session's, as this node ran it
     agreed: bool | None = None           # our digest equals the ledger's
+    # Never silently different weights: our merged digest (merged_digest, as computed
+    # here) differed from the one the ledger agreed for this round (agreed_digest,
+    # hex); healed_from names the peer the agreed model came from in this round, the
+    # model this node then keeps ("" if none served it yet: the node loads the swarm's
+    # latest model before its next round, recorded as status "loaded").
+    diverged: bool = False
+    agreed_digest: str = ""
+    healed_from: str = ""
     finished_at: float = 0.0             # unix seconds
 
     @property
@@ -106,6 +114,7 @@ class RoundDriver:
                  swarm_done: Callable[[], bool], record: Callable[[RoundOutcome], None],
                  rejoin: Callable[[], None] = lambda: None,
                  expect: Callable[[int], None] = lambda round_number: None,
+                 heal: Callable[[RoundPlan, bytes], tuple | None] = lambda plan, digest: None,
                  wait_slice_s: float = WAIT_SLICE_S,
                  clock: Callable[[], float] = time.perf_counter):
         self.sn = sn
@@ -118,6 +127,9 @@ class RoundDriver:
         self._record = record
         self._rejoin = rejoin
         self._expect = expect  # peers may push for a round once we check in for it
+        # (plan, agreed digest) -> ((flat, digest, hashes), peer id) or None: the
+        # agreed model, fetched from a peer that holds it
+        self._heal = heal
         self.wait_slice_s = wait_slice_s
         self._clock = clock
 
@@ -183,14 +195,26 @@ class RoundDriver:
                             "as it is (nothing to merge)", round_number, contributors[0])
             # COMMIT
             reply = self.sn.commit_merged(round_number, merged_digest)
+            divergence, healed_from = {}, ""
             if not reply.agreed:
-                log.warning("round %d: our merged digest %s differs from the ledger's %s",
-                            round_number, merged_digest.hex()[:16],
-                            reply.ledger_digest.hex()[:16])
+                ledger_digest = bytes(reply.ledger_digest)
+                log.warning("round %d: our merged digest %s differs from the ledger's %s: "
+                            "loading the agreed model from a peer", round_number,
+                            merged_digest.hex()[:16], ledger_digest.hex()[:16])
+                divergence = {"diverged": True, "agreed_digest": ledger_digest.hex()}
+                healed = self._heal(plan, ledger_digest)
+                if healed is not None:
+                    result, healed_from = healed
+                    merged, _, merged_hashes = result
+                    log.info("round %d: healed: took the agreed model from %s",
+                             round_number, healed_from)
             outcome = self._outcome(
                 plan, "merged", "" if len(contributors) > 1 else "a single contributor",
                 participants, contributors, dropped, control_s, exchange_s, before,
-                merged_digest=merged_digest.hex(), agreed=bool(reply.agreed))
+                merged_digest=merged_digest.hex(), agreed=bool(reply.agreed),
+                healed_from=healed_from, **divergence)
+            if healed_from:
+                merged_digest = bytes(reply.ledger_digest)
             size = self.layout.nbytes or 1
             log.info("round %d merged with %d peers in %.3f s (control %.3f s, exchange "
                      "%.3f s; sent %.2f, received %.2f model sizes)", round_number,
@@ -249,14 +273,16 @@ class RoundDriver:
         return RoundPlan(info.round, peers, me, self.layout)
 
     def _outcome(self, plan, status, reason, participants, contributors, dropped, control_s,
-                 exchange_s, before, merged_digest="", agreed=None) -> RoundOutcome:
+                 exchange_s, before, merged_digest="", agreed=None,
+                 **divergence) -> RoundOutcome:
         outcome = RoundOutcome(
             round=plan.round, status=status, reason=reason, participants=participants,
             contributors=contributors, dropped=dropped, control_s=round(control_s, 6),
             exchange_s=round(exchange_s, 6), bytes_sent=self.counter.sent - before[0],
             bytes_received=self.counter.received - before[1],
             model_bytes=self.layout.nbytes, merged_digest=merged_digest, agreed=agreed,
-            merge_method=getattr(self.merge, "name", ""), finished_at=time.time())
+            merge_method=getattr(self.merge, "name", ""), finished_at=time.time(),
+            **divergence)
         self._record(outcome)
         return outcome
 

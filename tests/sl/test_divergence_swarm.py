@@ -1,0 +1,62 @@
+"""Never silently different weights, end to end (real SN, SL nodes and sidecars over
+mTLS): one node, started with run-sl's hidden --experiment-faults equivocate_merged,
+sends one peer a different (self-consistent) merged range every round, so that peer
+computes another digest than everyone else. Whichever nodes disagree with the digest
+the ledger agreed record the divergence and load the agreed model from a peer; every
+node ends with the same weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sl_node.round_driver import OUTCOMES_FILE, read_outcomes
+
+SIDECAR = "tests/sl/digits_numpy_sidecar.py"
+
+
+@pytest.mark.slow
+def test_a_node_made_to_diverge_records_it_heals_and_all_end_identical(sites, start_sn,
+                                                                       start_sl, tmp_path):
+    sn = start_sn(sites[0])
+    nodes = []
+    for index, site in enumerate(sites):
+        env = {"NODE_INDEX": str(index), "NUM_NODES": "3", "MAX_EPOCHS": "3",
+               "MIN_PEERS": "3", "SYNC_FREQUENCY": "4",
+               # 6 blocks of 64 KiB: every node owns a merged range to lie about
+               "PAD_FLOATS": str(6 * 16384),
+               "MODEL_DIR": str(tmp_path / f"model-{index}")}
+        extra = ["--peer-timeout", "2"]
+        if index == 2:
+            extra += ["--experiment-faults", "equivocate_merged"]
+        nodes.append(start_sl(site, sn, SIDECAR, env, *extra))
+    for proc, _ in nodes:
+        assert proc.wait_exit(300) == 0, proc.output[-3000:]
+    assert "EXPERIMENT: this node misbehaves on purpose" in nodes[2][0].output
+    results = [json.loads((tmp_path / f"model-{i}" / "result.json").read_text())
+               for i in range(3)]
+    assert len({r["weights_sha256"] for r in results}) == 1, results
+
+    records = [read_outcomes(data_dir / OUTCOMES_FILE) for _, data_dir in nodes]
+    merged = [{r["round"]: r for r in rs if r["status"] == "merged"} for rs in records]
+    diverged = [r for rs in merged for r in rs.values() if r["diverged"]]
+    assert diverged, "the fault made no node diverge"
+    for record in diverged:
+        # Recorded with the ledger's digest, and healed in the same round.
+        assert record["agreed"] is False and record["agreed_digest"]
+        assert record["agreed_digest"] != record["merged_digest"]
+        assert record["healed_from"], record
+    for rounds in merged:
+        for r in rounds.values():
+            assert r["diverged"] == (r["agreed"] is False), r
+    # In every round all three merged, the nodes that disagreed with the ledger are
+    # exactly those whose digest differs from the agreed one.
+    common = set(merged[0]) & set(merged[1]) & set(merged[2])
+    assert len(common) >= 3
+    for round_number in common:
+        agreed = {m[round_number]["agreed_digest"] or m[round_number]["merged_digest"]
+                  for m in merged}
+        assert len(agreed) == 1, (round_number, [m[round_number] for m in merged])
+        digests = [m[round_number]["merged_digest"] for m in merged]
+        assert len(set(digests)) == 2, digests  # the victim's differs every round
