@@ -25,6 +25,7 @@ KNOBS = {"TRAIN_SAMPLES": "512", "MAX_EPOCHS": "2", "BATCH_SIZE": "64", "SYNC_FR
          "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_container_sidecars_train_as_a_swarm_and_end_with_the_same_model(
         engine, numpy_image, sites, start_sn, processes, remove_containers, tmp_path):
@@ -113,6 +114,7 @@ def test_stopping_the_sl_node_stops_its_container_within_seconds(
         assert "sleeper: stopping" in (tmp_path / "sl" / "ml-sidecar.log").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_pytorch_image_sidecar_trains_the_cifar10_pytorch_example(
         engine, torch_image, sites, start_sn, processes, remove_containers, tmp_path):

@@ -29,6 +29,7 @@ model.fit(x, y, batch_size=32, epochs=2, verbose=0,
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_tf_keras_program_gets_keras_2_and_trains_to_the_end(
         docker_api, engine, sites, start_sn, processes, remove_containers, tmp_path):

@@ -26,6 +26,7 @@ def sdk_env(docker_api, monkeypatch):
     return docker_api
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_one_node_swarm_whose_sidecar_runs_through_the_sdk_trains_to_the_end(
         docker_api, numpy_image, sites, start_sn, processes, remove_containers, tmp_path):

@@ -21,6 +21,7 @@ def accuracy(model_dir) -> dict:
     return json.loads((model_dir / "result.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("framework", ["keras", "torch"])
 def test_default_arguments_beat_the_best_site_alone(framework, sites, start_sn, start_sl,
