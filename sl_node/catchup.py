@@ -12,7 +12,9 @@ import numpy as np
 
 from swarm.protos import sl_api_pb2 as pb
 from swarm.protos import sl_api_pb2_grpc as pb_grpc
-from swarm.tensors import Assembler, Layout, WeightsError, digest_from_hashes, verify_blocks
+from swarm.tensors import Layout, WeightsError, digest_from_hashes, verify_blocks
+
+from sl_node.exchange.gate import receive_into
 
 log = logging.getLogger("swarm.sl")
 
@@ -101,13 +103,11 @@ def _fetch_from(channel: grpc.Channel, endpoint: str, round_number: int, layout:
     theirs = Layout.from_json(header.layout_json)
     if theirs.fingerprint != layout.fingerprint:
         raise WeightsError("the swarm's model has another layout than this sidecar's")
-    assembler = Assembler(header.total_bytes, limit_bytes=max_model_bytes, who=endpoint)
-    for chunk in stream:
-        assembler.add(chunk.data)
-        counter.add(received=len(chunk.data))
-    data = assembler.finish()
+    out = np.empty(layout.nbytes, dtype=np.uint8)  # ours: the fingerprint matched
+    data = receive_into(stream, header.total_bytes, endpoint, memoryview(out), counter,
+                        max_model_bytes)
     hashes = list(header.block_hashes)
     verify_blocks(data, 0, hashes, endpoint)
     digest = digest_from_hashes(theirs.fingerprint, hashes)
-    flat = np.frombuffer(data, dtype=theirs.wire)
+    flat = out.view(theirs.wire)
     return MergedModel(header.round, theirs, flat, hashes, digest)

@@ -83,3 +83,25 @@ def test_equivocate_merged_sends_one_peer_another_range_with_matching_hashes():
     # Self-consistent: the receiver's block check cannot tell it from an honest range.
     verify_blocks(victim.data, 0, list(victim.header.block_hashes), "n0")
     assert np.isfinite(np.frombuffer(victim.data, np.float32)).all()
+
+
+def test_the_shared_receiver_lands_chunks_counts_them_and_refuses_what_is_wrong():
+    import pytest
+    from swarm.tensors import WeightsError
+
+    from sl_node.exchange.gate import receive_into
+
+    def chunks(*parts):
+        return [pb.ExchangeChunk(data=p) if isinstance(p, bytes) else pb.ExchangeChunk(header=p)
+                for p in parts]
+
+    counter, out = ByteCounter(), bytearray(6)
+    data = receive_into(iter(chunks(b"abc", b"def")), 6, "peer", memoryview(out), counter, 100)
+    assert bytes(data) == b"abcdef" and counter.received == 6
+    with pytest.raises(WeightsError, match="over the limit"):
+        receive_into(iter([]), 600, "peer", memoryview(bytearray(600)), counter, 100)
+    with pytest.raises(WeightsError, match="second header"):
+        receive_into(iter(chunks(b"abc", pb.ExchangeHeader())), 6, "peer",
+                     memoryview(bytearray(6)), counter, 100)
+    with pytest.raises(WeightsError, match="more bytes than announced"):
+        receive_into(iter(chunks(b"abcdefg")), 6, "peer", memoryview(bytearray(6)), counter, 100)
