@@ -38,14 +38,13 @@ def fetch_latest(sn, channel_for, node_id: str, layout: Layout, counter,
     that serves it intact; CatchUpError when none does."""
     info = sn.wait_round(status.latest_merged_round, 0.1)
     holders = [(p.node_id, p.endpoint) for p in info.participants]
-    model, found = _first_intact(channel_for, node_id, layout, counter, max_model_bytes,
-                                 status.latest_merged_round,
-                                 bytes(status.latest_merged_digest), holders)
+    model, found, _ = _first_intact(channel_for, node_id, layout, counter, max_model_bytes,
+                                    status.latest_merged_round,
+                                    bytes(status.latest_merged_digest), holders)
     if model is None:
-        errors = found
         raise CatchUpError(f"could not load the merged model of round "
                            f"{status.latest_merged_round}: "
-                           + "; ".join(errors or ["no peer holds it"]))
+                           + "; ".join(found or ["no peer holds it"]))
     return model
 
 
@@ -55,51 +54,60 @@ def fetch_agreed(channel_for, node_id: str, layout: Layout, counter, max_model_b
     """Heals a divergence: the merged model of `round_number` whose digest the ledger
     agreed, from the first of `holders` ((node id, endpoint)) that serves it intact,
     and that holder's node id. Peers hold a round's model only once their own round has
-    returned, so this asks again until `within_s` has passed; CatchUpError then."""
+    returned, so this asks again until `within_s` has passed; CatchUpError then, or at
+    once when every other holder serves that round with another digest (nobody holds
+    the ledger's: a made-up commit)."""
     deadline = time.monotonic() + within_s
     while True:
-        model, found = _first_intact(channel_for, node_id, layout, counter, max_model_bytes,
-                                     round_number, digest, holders)
+        model, found, settled = _first_intact(channel_for, node_id, layout, counter,
+                                              max_model_bytes, round_number, digest, holders)
         if model is not None:
             return model, found
-        errors = found
-        if time.monotonic() + retry_s > deadline:
+        if settled or time.monotonic() + retry_s > deadline:
             raise CatchUpError(f"could not load the agreed model of round {round_number} "
                                f"({digest.hex()[:16]}): "
-                               + "; ".join(errors or ["no peer holds it"]))
+                               + "; ".join(found or ["no peer holds it"]))
         time.sleep(retry_s)
+
+
+class _OtherDigest(Exception):
+    """The holder serves the round, with another digest than the one asked for."""
 
 
 def _first_intact(channel_for, node_id, layout, counter, max_model_bytes, round_number,
                   expected: bytes, holders) -> tuple:
-    """(model, holder) from the first holder whose model of round_number has digest
-    `expected`, else (None, errors per holder)."""
-    errors = []
-    for holder, endpoint in holders:
-        if holder == node_id:
-            continue
+    """(model, holder, _) from the first holder whose model of round_number has digest
+    `expected`, else (None, errors per holder, whether every holder asked served that
+    round with another digest)."""
+    errors, others = [], 0
+    asked = [(h, e) for h, e in holders if h != node_id]
+    for holder, endpoint in asked:
         try:
             model = _fetch_from(channel_for(endpoint), endpoint, round_number, layout,
-                                counter, max_model_bytes)
+                                counter, max_model_bytes, expected)
         except grpc.RpcError as error:
             errors.append(f"{holder}: {error.details()}")
             continue
         except WeightsError as error:
             errors.append(f"{holder}: {error}")
             continue
-        if model.digest != expected:
+        except _OtherDigest:
             errors.append(f"{holder}: digest differs from the ledger's")
+            others += 1
             continue
         log.info("loaded the merged model of round %d from %s", model.round, holder)
-        return model, holder
-    return None, errors
+        return model, holder, True
+    return None, errors, bool(asked) and others == len(asked)
 
 
 def _fetch_from(channel: grpc.Channel, endpoint: str, round_number: int, layout: Layout,
-                counter, max_model_bytes: int) -> MergedModel:
+                counter, max_model_bytes: int, expected: bytes) -> MergedModel:
     stub = pb_grpc.SwarmLearningPeerStub(channel)
     stream = stub.FetchModel(pb.FetchRequest(round=round_number), timeout=300)
     header = next(stream).header
+    if header.merged_digest and bytes(header.merged_digest) != expected:
+        stream.cancel()  # another model: not worth its bytes
+        raise _OtherDigest()
     theirs = Layout.from_json(header.layout_json)
     if theirs.fingerprint != layout.fingerprint:
         raise WeightsError("the swarm's model has another layout than this sidecar's")
@@ -109,5 +117,7 @@ def _fetch_from(channel: grpc.Channel, endpoint: str, round_number: int, layout:
     hashes = list(header.block_hashes)
     verify_blocks(data, 0, hashes, endpoint)
     digest = digest_from_hashes(theirs.fingerprint, hashes)
+    if digest != expected:  # the header's claim is the holder's word; this is checked
+        raise _OtherDigest()
     flat = out.view(theirs.wire)
     return MergedModel(header.round, theirs, flat, hashes, digest)

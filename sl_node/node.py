@@ -101,10 +101,11 @@ class SwarmLearningNode:
         self.heal_pending = False  # diverged and not healed yet: load before the next round
         # Validity decided from receipts the SN freezes once for everyone (one SN; with
         # several the SN says so and the exchange falls back to the owners' vote).
+        self.hook = (hook_for(config.experiment_faults) if config.experiment_faults
+                     else hook_from_env())
         self.exchange = Exchange(self._channel, self.inboxes, self.counter,
                                  config.peer_timeout_s, agreement=ReceiptAgreement(self.sn),
-                                 hook=hook_for(config.experiment_faults)
-                                 if config.experiment_faults else hook_from_env())
+                                 hook=self.hook)
 
     # --- start / stop -----------------------------------------------------------------
 
@@ -232,7 +233,8 @@ class SwarmLearningNode:
         self.driver = RoundDriver(self.sn, self.exchange, self.counter, self.node_id, layout,
                                   merge, self._done, self.outcomes,
                                   rejoin=lambda: self.sn.register(self.config.endpoint),
-                                  expect=self.inboxes.expect, heal=self._heal)
+                                  expect=self.inboxes.expect, heal=self._heal,
+                                  hook=self.hook, publish=self._publish)
         status = self.sn.status()
         log.info("sidecar (%s) connected: %d tensors, %.1f MB, merge %s %s, min_peers %d",
                  framework, len(layout.tensors), layout.nbytes / 1e6, session.merge_method,
@@ -343,6 +345,10 @@ class SwarmLearningNode:
             return (lpb.SyncResult(round=outcome.round, participants=len(outcome.participants),
                                    merged_digest=merged_digest, total_bytes=flat_merged.nbytes,
                                    message=message), self.latest)
+
+    def _publish(self, round_number: int, merged: tuple) -> None:
+        flat, digest, hashes = merged
+        self.latest = MergedModel(round_number, self.layout, flat, hashes, digest)
 
     def _heal(self, plan, digest: bytes):
         """The round's agreed model from a participant that holds it (the driver calls

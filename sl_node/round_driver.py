@@ -24,6 +24,7 @@ from swarm.network.sn_client import Reason, SwarmNetworkError
 from swarm.tensors import Layout
 
 from sl_node.exchange import Peer, RoundFailed, RoundPlan
+from sl_node.exchange.faults import Kind, Outgoing, OutgoingHook, send_as_is
 
 log = logging.getLogger("swarm.sl")
 
@@ -115,6 +116,8 @@ class RoundDriver:
                  rejoin: Callable[[], None] = lambda: None,
                  expect: Callable[[int], None] = lambda round_number: None,
                  heal: Callable[[RoundPlan, bytes], tuple | None] = lambda plan, digest: None,
+                 hook: OutgoingHook = send_as_is,
+                 publish: Callable[[int, tuple], None] = lambda round_number, merged: None,
                  wait_slice_s: float = WAIT_SLICE_S,
                  clock: Callable[[], float] = time.perf_counter):
         self.sn = sn
@@ -130,6 +133,11 @@ class RoundDriver:
         # (plan, agreed digest) -> ((flat, digest, hashes), peer id) or None: the
         # agreed model, fetched from a peer that holds it
         self._heal = heal
+        self._hook = hook  # the exchange's outgoing hook: the commit passes it too
+        # (round, (flat, digest, hashes)): our merged model, served to peers (FetchModel)
+        # from before the commit on, so that peers healing a divergence need not wait
+        # for this node's own commit or heal
+        self._publish = publish
         self.wait_slice_s = wait_slice_s
         self._clock = clock
 
@@ -193,8 +201,14 @@ class RoundDriver:
                 # Not a merge: the one update is passed on as it is; say so plainly.
                 log.warning("round %d: only %s sent an update: every node takes its model "
                             "as it is (nothing to merge)", round_number, contributors[0])
+            self._publish(round_number, (merged, merged_digest, merged_hashes))
             # COMMIT
-            reply = self.sn.commit_merged(round_number, merged_digest)
+            reply = None
+            commit = Outgoing(Kind.COMMIT, plan, None, data=memoryview(merged_digest))
+            for out in self._hook(commit):
+                reply = self.sn.commit_merged(round_number, bytes(out.data))
+            if reply is None:  # a fault withheld the commit: the ledger's word still counts
+                reply = self.sn.commit_merged(round_number, merged_digest)
             divergence, healed_from = {}, ""
             if not reply.agreed:
                 ledger_digest = bytes(reply.ledger_digest)

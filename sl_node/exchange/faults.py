@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class Kind(enum.Enum):
     MERGED = "merged"      # PushMerged: my merged range for `to`
     PARTIAL = "partial"    # PushPartial: one all-reduce step (votes, distances)
     RECEIPTS = "receipts"  # my receipt bitmap, to the SN (`to` is None)
+    COMMIT = "commit"      # my merged digest (`data`), to the SN (`to` is None)
 
 
 class Fault(enum.Enum):
@@ -48,6 +50,7 @@ class Fault(enum.Enum):
     # A lying shard owner: a different merged range, with hashes to match, to one peer
     # (the first other participant), which then diverges and must heal from the ledger.
     EQUIVOCATE_MERGED = "equivocate_merged"
+    FALSE_COMMIT = "false_commit"          # commit a made-up merged digest to the ledger
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,9 @@ class FaultHook:
         if kind is Kind.MERGED and Fault.EQUIVOCATE_MERGED in f and message.to == _first_other(
                 message.plan):
             return [_other_merged_range(message)]
+        if kind is Kind.COMMIT and Fault.FALSE_COMMIT in f:
+            made_up = hashlib.sha256(b"made up: " + bytes(message.data)).digest()
+            return [message.replace(data=memoryview(made_up))]
         if kind in (Kind.PARTIAL, Kind.RECEIPTS) and message.values is not None:
             return self._values(message)
         if kind is Kind.UPDATE and Fault.CORRUPT_UPDATE in f and message.to == _first_other(

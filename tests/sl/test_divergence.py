@@ -105,3 +105,18 @@ def test_the_shared_receiver_lands_chunks_counts_them_and_refuses_what_is_wrong(
                      memoryview(bytearray(6)), counter, 100)
     with pytest.raises(WeightsError, match="more bytes than announced"):
         receive_into(iter(chunks(b"abcdefg")), 6, "peer", memoryview(bytearray(6)), counter, 100)
+
+
+def test_the_commit_passes_the_outgoing_hook_so_a_false_commit_can_be_injected(tmp_path):
+    committed = []
+
+    class RecordingSN(FakeSN):
+        def commit_merged(self, round_number, digest):
+            committed.append(digest)
+            return SimpleNamespace(agreed=True, ledger_digest=digest)
+
+    d = RoundDriver(RecordingSN(), FakeExchange(), ByteCounter(), "me", LAYOUT, merge=None,
+                    swarm_done=lambda: False, record=OutcomeLog(tmp_path / "rounds.jsonl"),
+                    wait_slice_s=0.01, hook=FaultHook({Fault.FALSE_COMMIT}))
+    _, merged = d.run(1, update())
+    assert len(committed) == 1 and committed[0] != merged[1] == b"\x01" * 32
