@@ -58,6 +58,7 @@ class RoundOutcome:
     diverged: bool = False
     agreed_digest: str = ""
     healed_from: str = ""
+    heal_s: float = 0.0                  # spent fetching the agreed model
     finished_at: float = 0.0             # unix seconds
 
     @property
@@ -216,7 +217,9 @@ class RoundDriver:
                             "loading the agreed model from a peer", round_number,
                             merged_digest.hex()[:16], ledger_digest.hex()[:16])
                 divergence = {"diverged": True, "agreed_digest": ledger_digest.hex()}
+                mark = self._clock()
                 healed = self._heal(plan, ledger_digest)
+                divergence["heal_s"] = round(self._clock() - mark, 6)
                 if healed is not None:
                     result, healed_from = healed
                     merged, _, merged_hashes = result
