@@ -205,7 +205,11 @@ class State:
                         self.db.execute(statement)
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
                                 (SCHEMA_VERSION,))
-        version = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        try:
+            version = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        except sqlite3.DatabaseError as error:  # not (yet) a sweep's database
+            self.db.close()
+            raise StateError(f"{self.path}: not a sweep's state ({error})") from None
         if version is None or version[0] != SCHEMA_VERSION:
             raise StateError(f"{self.path}: sweep state of schema {version and version[0]!r},"
                              f" this version reads {SCHEMA_VERSION!r}")

@@ -161,6 +161,8 @@ def execute(state: State, claim: Claim, out_dir: Path, max_attempts: int,
     beat.start()
     started = time.monotonic()
     try:
+        # a SIGTERM held back while the claim was made lands here, where it gives it back
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         workdir.parent.mkdir(parents=True, exist_ok=True)
         log = workdir.parent / f"{workdir.name}.log"
         with _output_to(log):
@@ -189,13 +191,21 @@ def _raise_interrupted(signum, frame):
     raise Interrupted()
 
 
-def worker_main(out_dir: str, run: int, max_attempts: int, heartbeat_s: float) -> None:
-    """A worker process: claims and runs the run's pending tasks until none is left."""
+def worker_main(out_dir: str, run: int, max_attempts: int, heartbeat_s: float,
+                parent: int | None = None) -> None:
+    """A worker process: claims and runs the run's pending tasks until none is left (or
+    its parent, the sweep, is gone)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, _raise_interrupted)
     state = State(out_dir)
     try:
-        while (claim := state.claim(run)) is not None:
+        while True:
+            # no SIGTERM between taking a claim and the try that gives it back
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            if parent is not None and os.getppid() != parent:
+                break
+            if (claim := state.claim(run)) is None:
+                break
             execute(state, claim, Path(out_dir), max_attempts, heartbeat_s)
     except Interrupted:
         pass
@@ -301,9 +311,7 @@ def _die_with_parent() -> None:
 def _worker_entry(out_dir: str, run: int, max_attempts: int, heartbeat_s: float,
                   parent: int) -> None:
     _die_with_parent()
-    if os.getppid() != parent:  # the sweep died before prctl took effect
-        return
-    worker_main(out_dir, run, max_attempts, heartbeat_s)
+    worker_main(out_dir, run, max_attempts, heartbeat_s, parent)
 
 
 def _run_local(state: State, run: int, out_dir: Path, options: Options,
