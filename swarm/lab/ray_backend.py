@@ -52,8 +52,7 @@ def connect(address: str) -> int:
     if ray is None:
         raise RayUnavailable("--ray needs Ray: pip install 'swarm[ray]'")
     if not ray.is_initialized():
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False,
-                 include_dashboard=False)
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
