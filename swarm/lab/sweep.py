@@ -46,7 +46,7 @@ class TaskResultError(TypeError):
 
 
 class Interrupted(BaseException):
-    """SIGTERM in a worker: give the claim back and stop."""
+    """SIGTERM in a worker while its task runs: give the claim back and stop."""
 
 
 def load_task(ref: str) -> Callable[..., Any]:
@@ -152,6 +152,22 @@ class _Heartbeat(threading.Thread):
         self.stopped.set()
 
 
+class _Termination:
+    """SIGTERM in a worker: while a task function runs it raises Interrupted there (the
+    claim is given back); anywhere else (claiming, recording) it only asks the worker to
+    stop before its next claim, so a claim is never left half taken or a result half kept."""
+
+    requested = False
+    in_task = False
+
+    @classmethod
+    def handle(cls, signum, frame) -> None:
+        cls.requested = True
+        if cls.in_task:
+            cls.in_task = False
+            raise Interrupted()
+
+
 def execute(state: State, claim: Claim, out_dir: Path, max_attempts: int,
             heartbeat_s: float = HEARTBEAT_S) -> TaskState:
     """Runs one claimed task in this process and records what came of it."""
@@ -161,14 +177,18 @@ def execute(state: State, claim: Claim, out_dir: Path, max_attempts: int,
     beat.start()
     started = time.monotonic()
     try:
-        # a SIGTERM held back while the claim was made lands here, where it gives it back
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         workdir.parent.mkdir(parents=True, exist_ok=True)
         log = workdir.parent / f"{workdir.name}.log"
         with _output_to(log):
             print(f"=== attempt {claim.attempt} pid {os.getpid()} "
                   f"{time.strftime('%Y-%m-%dT%H:%M:%S')}", flush=True)
-            result = call_task(claim.task, claim.params, claim.backend, workdir)
+            if _Termination.requested:
+                raise Interrupted()
+            _Termination.in_task = True
+            try:
+                result = call_task(claim.task, claim.params, claim.backend, workdir)
+            finally:
+                _Termination.in_task = False
         shutil.move(log, workdir / "task.log")
     except Interrupted:
         state.release(claim)
@@ -187,21 +207,15 @@ def execute(state: State, claim: Claim, out_dir: Path, max_attempts: int,
     return TaskState.DONE
 
 
-def _raise_interrupted(signum, frame):
-    raise Interrupted()
-
-
 def worker_main(out_dir: str, run: int, max_attempts: int, heartbeat_s: float,
                 parent: int | None = None) -> None:
-    """A worker process: claims and runs the run's pending tasks until none is left (or
-    its parent, the sweep, is gone)."""
+    """A worker process: claims and runs the run's pending tasks until none is left, or
+    until told to stop (SIGTERM) or its parent, the sweep, is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    signal.signal(signal.SIGTERM, _Termination.handle)
     state = State(out_dir)
     try:
-        while True:
-            # no SIGTERM between taking a claim and the try that gives it back
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        while not _Termination.requested:
             if parent is not None and os.getppid() != parent:
                 break
             if (claim := state.claim(run)) is None:

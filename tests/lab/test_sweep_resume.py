@@ -99,10 +99,12 @@ def run_cli(*args: str, **popen) -> subprocess.Popen:
                             **popen)
 
 
-@pytest.mark.parametrize("victim", ["process group", "sweep process"])
+@pytest.mark.parametrize("victim", ["process group", "sweep process", "ctrl-c"])
 def test_a_sweep_killed_mid_grid_resumes_without_redoing_finished_tasks(tmp_path, victim):
     """SIGKILL of everything (a crash: the running tasks are left claimed by dead pids, and
-    reclaimed) or of the sweep alone (its workers then give their tasks back)."""
+    reclaimed), SIGKILL of the sweep alone (its workers then give their tasks back), or a
+    Ctrl-C (SIGINT to the process group: the sweep stops its workers, which give their
+    tasks back, and exits 130)."""
     marks = tmp_path / "markers"
     config = tmp_path / "grid.yaml"
     config.write_text(f"""
@@ -133,11 +135,16 @@ experiments:
         with contextlib.suppress(ProcessLookupError):
             if victim == "process group":
                 os.killpg(proc.pid, signal.SIGKILL)
+            elif victim == "ctrl-c":
+                os.killpg(proc.pid, signal.SIGINT)
             else:
                 os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        output, _ = proc.communicate(timeout=120)
+    if victim == "ctrl-c":
+        assert proc.returncode == 130, output
+        assert "interrupted; run the same command again" in output
     state = State(out)
-    if victim == "sweep process":  # its workers give their tasks back and exit
+    if victim == "sweep process":  # its orphaned workers give their tasks back and exit
         deadline = time.monotonic() + 60
         while state.counts().running and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -145,7 +152,7 @@ experiments:
     interrupted = {row.params["key"] for row in state.tasks()
                    if row.state == TaskState.RUNNING}
     assert len(finished) >= 3 and len(finished) < 8
-    if victim == "sweep process":
+    if victim != "process group":
         assert not interrupted  # given back, not left claimed
     state.close()
     started = {key: markers(marks, key) for key in (f"t{i}" for i in range(8))}
@@ -163,6 +170,8 @@ experiments:
         assert markers(marks, key) == started[key] + (key not in finished), key
     for key in interrupted:  # a crash costs the attempt; the reclaim says why
         assert rows[key].attempts == 2, key
+    if victim != "process group":  # given back: the attempt did not count
+        assert all(row.attempts == 1 for row in rows.values())
     with open(out / "results.csv") as handle:
         table = list(csv.DictReader(handle))
     assert sorted(row["key"] for row in table) == [f"t{i}" for i in range(8)]
