@@ -112,3 +112,25 @@ def test_a_bad_config_exits_2_naming_the_file(tmp_path, capsys):
     assert main([str(config), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert str(config) in err and "'nowhere_module:run' does not load" in err
+
+
+def test_a_small_real_grid_writes_results_and_plots(tmp_path):
+    """The default task, swarm.lab.tasks:run_task (digits, a small MLP, N simulated nodes)."""
+    pytest.importorskip("swarm.lab.tasks", reason="the lab's tasks are not in this tree")
+    config = tmp_path / "real.yaml"
+    config.write_text("""
+defaults:
+  params: {nodes: 3, epochs: 1, local_baseline: true, attack: labelflip}
+experiments:
+  - name: labelflip
+    params: {seed: [0, 1], poison_ratio: [0.0, 0.34]}
+""")
+    out = tmp_path / "out"
+    assert main([str(config), "--out", str(out), "--workers", "2", "--report"]) == 0
+    rows = read_csv(out / "results.csv")
+    assert len(rows) == 4
+    assert all(row["state"] == "done" and 0.0 <= float(row["accuracy"]) <= 1.0
+               and row["task"] == "swarm.lab.tasks:run_task" for row in rows)
+    assert all(len(row["weights_sha256"]) == 64 for row in rows)
+    plots = sorted(p.name for p in (out / "report" / "labelflip").glob("*.png"))
+    assert plots == ["accuracy_vs_poison_ratio.png", "swarm_vs_local.png"]
