@@ -63,7 +63,10 @@ _Loader.add_implicit_resolver(
 
 @dataclass(frozen=True)
 class Experiment:
-    """One experiment of one file: its name and the tasks its grid expands to."""
+    """One experiment of one file: its name and the tasks its grid expands to.
+
+    Values keep the type they were written with (0.0 stays a float for the task); only
+    the signature normalises them."""
 
     name: str
     source: str  # the file it came from
@@ -146,16 +149,16 @@ def _axes(params: dict, where: str) -> dict[str, list]:
         if isinstance(value, list):
             if not value:
                 raise GridError(f"{here}: an empty list makes an empty grid")
-            values = [canonical(item, f"{here}[{i}]") for i, item in enumerate(value)]
             seen = set()
-            for i, item in enumerate(values):
-                text = canonical_json(item)
+            for i, item in enumerate(value):
+                text = canonical_json(canonical(item, f"{here}[{i}]"))
                 if text in seen:
-                    raise GridError(f"{here}: value {value[i]!r} is listed twice")
+                    raise GridError(f"{here}: value {item!r} is listed twice")
                 seen.add(text)
-            axes[key] = values
+            axes[key] = list(value)
         else:
-            axes[key] = [canonical(value, here)]
+            canonical(value, here)  # refuses what JSON cannot hold
+            axes[key] = [value]
     return axes
 
 

@@ -250,7 +250,7 @@ class State:
             for task in plan.tasks:
                 db.execute("INSERT OR IGNORE INTO tasks(signature, task, backend, params) "
                            "VALUES (?,?,?,?)", (task.signature, task.task, task.backend,
-                                                canonical_json(task.params)))
+                                                json.dumps(task.params, sort_keys=True)))
             for name, sigs in plan.members.items():
                 base = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM members "
                                   "WHERE experiment=?", (name,)).fetchone()[0]

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swarm.lab.grid import Experiment, Plan, canonical
+from swarm.lab.grid import Experiment, Plan
 from swarm.lab.state import (AttemptRow, Claim, Counts, FailureKind, State, TaskState)
 
 HEARTBEAT_S = 5.0
@@ -110,7 +110,8 @@ def call_task(ref: str, params: dict[str, Any], backend: str, workdir: Path) -> 
     workdir.mkdir(parents=True)
     (workdir / "params.json").write_text(json.dumps(params, indent=1, sort_keys=True))
     function = load_task(ref)
-    result = _json_result(function(dict(canonical(params)), backend=backend, workdir=workdir))
+    fresh = json.loads(json.dumps(params))  # the task may change its copy
+    result = _json_result(function(fresh, backend=backend, workdir=workdir))
     (workdir / "result.json").write_text(json.dumps(result, indent=1, sort_keys=True))
     return result
 

@@ -133,3 +133,18 @@ def test_values_sort_as_numbers_then_naturally():
     assert sorted([10, 0.1, 1, 0.3], key=grid.sort_key) == [0.1, 0.3, 1, 10]
     assert sorted(["10", "0.3", "1"], key=grid.sort_key) == ["0.3", "1", "10"]
     assert sorted(["node10", "node2", None], key=grid.sort_key) == [None, "node2", "node10"]
+
+
+def test_values_keep_their_type_for_the_task_while_the_signature_normalises(tmp_path):
+    config = write(tmp_path / "a.yaml", """
+experiments:
+  - name: a
+    task: lab_tasks:ok
+    params: {poison_ratio: [0.0, 0.5], nodes: 4}
+""")
+    [experiment] = grid.load([config])
+    first = grid.expand(experiment, "inproc")[0]
+    assert first.params == {"poison_ratio": 0.0, "nodes": 4}
+    assert isinstance(first.params["poison_ratio"], float)
+    assert first.signature == grid.signature("lab_tasks:ok", "inproc",
+                                             {"poison_ratio": 0, "nodes": 4.0})
