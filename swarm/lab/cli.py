@@ -25,7 +25,7 @@ from swarm.cli.args import whole_number
 from swarm.lab import grid
 from swarm.lab.report import write_report, write_results
 from swarm.lab.state import AttemptRow, Counts, State, StateError, TaskState
-from swarm.lab.sweep import BACKENDS, Options, Watcher, check_tasks, run_sweep
+from swarm.lab.sweep import BACKENDS, Options, SweepError, Watcher, check_tasks, run_sweep
 
 PROG = "swarm sweep"
 SHOWN_METRICS = ("accuracy", "loss")
@@ -206,6 +206,10 @@ def cmd_run(argv: list[str]) -> int:
     except StateError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
+    except SweepError as error:
+        write_results(out)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
     written = write_results(out)
     counts = outcome.counts
     print(f"{PROG}: {counts.done} done, {counts.failed} failed, "

@@ -45,6 +45,10 @@ class TaskResultError(TypeError):
     """The task function returned something that is not a mapping of JSON values."""
 
 
+class SweepError(RuntimeError):
+    """The sweep cannot go on (its workers keep dying before they run anything)."""
+
+
 class Interrupted(BaseException):
     """SIGTERM in a worker while its task runs: give the claim back and stop."""
 
@@ -335,6 +339,7 @@ def _run_local(state: State, run: int, out_dir: Path, options: Options,
     slots = options.workers or len(os.sched_getaffinity(0))
     workers: dict[int, multiprocessing.Process] = {}
     last_reclaim = time.monotonic()
+    last_attempt, barren_deaths = state.last_attempt_id(), 0
     try:
         while True:
             dead = {}
@@ -344,6 +349,12 @@ def _run_local(state: State, run: int, out_dir: Path, options: Options,
                     if proc.exitcode != 0:
                         dead[pid] = f"worker pid {pid} {describe_exit(proc.exitcode)}"
                     del workers[pid]
+            if (latest := state.last_attempt_id()) != last_attempt:
+                last_attempt, barren_deaths = latest, 0
+            barren_deaths += len(dead)
+            if barren_deaths > 3 * slots:  # e.g. a worker that cannot start at all
+                raise SweepError(f"{barren_deaths} worker processes exited with no task "
+                                 f"attempted; the last: {next(iter(dead.values()))}")
             if dead or time.monotonic() - last_reclaim > RECLAIM_EVERY_S:
                 state.reclaim(options.max_attempts, options.stale_after, dead)
                 last_reclaim = time.monotonic()
