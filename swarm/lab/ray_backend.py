@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from swarm.lab.state import Claim, Counts, FailureKind, State
+from swarm.lab.sweep import SweepError
 
 try:
     import ray
@@ -26,8 +27,8 @@ except ImportError:  # the `ray` extra is not installed
     ray = None
 
 
-class RayUnavailable(RuntimeError):
-    pass
+class RayUnavailable(SweepError):
+    """--ray without the ray extra."""
 
 
 def _remote_call(ref: str, params: dict, backend: str, workdir: str) -> dict:
@@ -52,7 +53,11 @@ def connect(address: str) -> int:
     if ray is None:
         raise RayUnavailable("--ray needs Ray: pip install 'swarm[ray]'")
     if not ray.is_initialized():
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        try:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        except Exception as error:  # noqa: BLE001 - Ray's own types vary by version
+            raise SweepError(f"--ray {address}: cannot join the cluster: "
+                             f"{type(error).__name__}: {error}") from None
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 

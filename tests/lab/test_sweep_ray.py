@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
 from swarm.lab import grid  # noqa: E402
 from swarm.lab.state import State, TaskState  # noqa: E402
-from swarm.lab.sweep import Options, run_sweep  # noqa: E402
+from swarm.lab.sweep import Options, SweepError, run_sweep  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -73,7 +73,7 @@ def test_tasks_run_on_a_ray_cluster_with_retries(ray_head, tmp_path):
             outcome = run_sweep(out, experiments, grid.plan(experiments, "inproc"),
                                 Options(retries=1, ray_address=ray_head), argv=["test"])
             break
-        except ConnectionError:
+        except SweepError:  # not up yet
             if time.monotonic() > deadline:
                 raise
             time.sleep(2)
