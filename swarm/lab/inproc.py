@@ -10,9 +10,9 @@ channel here is an ``InProcChannel`` to a shared ``RoundHub`` instead of a
   swarm with min_peers = N seals the same rounds: a finished node joins every round
   others still sync, contributing what its checkin mode says: its final local model
   for snapshot, the latest merged one for active, nothing for inactive);
-- the merge takes the contributors' flat vectors in node order with their
-  node_weightage, exactly as an SL node calls the merge method, and casts to the wire
-  dtype; every node loads the result;
+- the merge takes the contributors' flat vectors with their node_weightage, in the
+  order the ledger lists a LocalSwarm's participants (by member key), exactly as an SL
+  node calls the merge method, and casts to the wire dtype; every node loads the result;
 - once every node has finished, each gets the last merged model as the final one.
 
 The learning is deterministic from the seed: threads only wait for one another, every
@@ -33,6 +33,7 @@ from swarm.merging import no_allreduce
 from swarm.protos import local_api_pb2 as pb
 from swarm.session import Session
 
+from .launch import ledger_order, sl_node_id
 from .tasks import NodeOutcome, Task, TaskData, diverged_error, swarm_result, train_node
 
 JOIN_TIMEOUT_S = 3600.0
@@ -53,6 +54,7 @@ class RoundHub:
 
     def __init__(self, nodes: int):
         self.nodes = nodes
+        self.order = ledger_order(nodes)    # participant order, as in a real swarm
         self._lock = threading.Lock()
         self._go = [threading.Event() for _ in range(nodes)]
         self._go[0].set()                   # node 0 starts
@@ -100,7 +102,7 @@ class RoundHub:
                                        layout.fingerprint.hex())
             if self.session is None:  # the first Hello fixes the session, as on the ledger
                 self.session, self._merge, self._wire = asked, asked.build_merge(), layout.wire
-            return pb.HelloReply(node_id=f"node-{index}", min_peers=self.session.min_peers,
+            return pb.HelloReply(node_id=sl_node_id(index), min_peers=self.session.min_peers,
                                  config_json=self.session.to_json(),
                                  merged_model_available=False)
 
@@ -151,7 +153,7 @@ class RoundHub:
         if len(self._check_ins) + len(self._finished) < self.nodes:
             return
         rows, weights = [], []
-        for i in range(self.nodes):  # node order: the ledger's participant order
+        for i in self.order:
             if i in self._check_ins:
                 flat, weight = self._check_ins[i]
             else:

@@ -458,7 +458,7 @@ def local_baselines(task: Task, data: TaskData) -> dict[str, Any]:
 
 
 
-def _one_blas_thread():
+def one_blas_thread():
     """Single-threaded BLAS for the run: small matrices gain nothing from threads, and
     one thread makes every backend sum in the same order (bit-identical weights)."""
     try:
@@ -482,7 +482,7 @@ def run_task(params: Mapping[str, Any], *, backend: str = "inproc",
     workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="swarm-lab-"))
     workdir.mkdir(parents=True, exist_ok=True)
     data = task_data(task)
-    with _one_blas_thread():
+    with one_blas_thread():
         if backend == "inproc":
             from .inproc import run_inproc
             result = run_inproc(task, data, workdir)
