@@ -177,8 +177,8 @@ def attack_spec(params: Mapping[str, Any] | None = None, /, **flat: Any) -> Atta
     kind = NO_ATTACK if kind in (None, "", False) else str(kind).strip().lower()
     if kind not in OPTIONS:
         raise AttackSpecError("attack", _unknown(given.get("attack")))
-    ratio = _number("poison_ratio", given.get("poison_ratio", 0.0 if kind == NO_ATTACK else None),
-                    kind)
+    ratio = given.get("poison_ratio")
+    ratio = _number("poison_ratio", 0.0 if ratio is None and kind == NO_ATTACK else ratio, kind)
     if not 0.0 <= ratio <= 1.0:
         raise AttackSpecError("poison_ratio", f"must be between 0 and 1, not {ratio}")
     allowed = OPTIONS[kind]
