@@ -1,1 +1,1 @@
-"""The experiment lab: task runners (tasks, inproc, launch) and the sweep around them."""
+"""The experiment lab: `swarm sweep` grids of swarm experiments, and the tasks they run."""
