@@ -50,7 +50,7 @@ def measure(tasks: int, epochs: int, backend: str, workers: int, root: str) -> d
         runs = [one(job) for job in jobs]
     else:
         with ProcessPoolExecutor(workers) as pool:
-            pool.submit(run_task, params(0, 0), workdir=Path(root) / "warm").result()
+            pool.submit(run_task, params(0, 1), workdir=Path(root) / "warm").result()
             started = time.perf_counter()  # workers started and data loaded: not counted
             runs = list(pool.map(one, jobs))
     total = time.perf_counter() - started
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     with tempfile.TemporaryDirectory(prefix="lab-bench-") as root:
-        run_task(params(0, 0), workdir=Path(root) / "warm")  # data loaded, imports done
+        run_task(params(0, 1), workdir=Path(root) / "warm")  # data loaded, imports done
         rows = [measure(args.inproc_tasks, args.epochs, "inproc", 1, root)]
         if args.workers > 1:
             rows.append(measure(args.inproc_tasks, args.epochs, "inproc", args.workers, root))

@@ -228,7 +228,7 @@ def parse_task(params: Mapping[str, Any]) -> Task:
         partition=_choice("partition", p["partition"], PARTITION_SCHEMES),
         alpha=_float("alpha", p["alpha"]), merge=_choice("merge", p["merge"], MERGE_METHODS),
         merge_params=dict(merge_params), optimizer=optimizer, lr=lr,
-        batch_size=_int("batch_size", p["batch_size"], 1), epochs=_int("epochs", p["epochs"], 0),
+        batch_size=_int("batch_size", p["batch_size"], 1), epochs=_int("epochs", p["epochs"], 1),
         sync_every=_int("sync_every", p["sync_every"], 1), min_peers=min_peers or nodes,
         checkin=_choice("checkin", p["checkin"], CHECKIN_MODES),
         seed=_int("seed", p["seed"], 0), local_baseline=_bool("local_baseline", p["local_baseline"]),

@@ -12,14 +12,17 @@ from swarm.lab.tasks import run_task
 
 def test_inproc_and_a_real_swarm_end_with_bit_identical_weights(tmp_path):
     # Three nodes of unequal size (Dirichlet): rounds where a finished node contributes
-    # its snapshot, and a merge order that is the ledger's, not the nodes'.
+    # its snapshot, and a merge order that is the ledger's, not the nodes'; one node
+    # flips and scales its updates (the callback's update transform) against a median.
     params = {"nodes": 3, "partition": "dirichlet", "alpha": 0.5, "epochs": 1,
-              "sync_every": 8, "seed": 3}
+              "sync_every": 8, "seed": 3, "attack": "signflip", "poison_ratio": 0.34,
+              "merge": "coordmedian"}
     inproc = run_task(params, backend="inproc", workdir=tmp_path / "inproc")
     real = run_task(params, backend="process", workdir=tmp_path / "process")
     assert real["backend"] == "process" and inproc["backend"] == "inproc"
     assert real["nodes_agree"] and inproc["nodes_agree"]
     assert len(set(real["node_samples"])) == 3  # unequal shards, as intended
+    assert len(real["malicious"]) == 1
     assert real["rounds"] == inproc["rounds"] > 2
     assert real["weights_sha256"] == inproc["weights_sha256"]
     assert (real["accuracy"], real["loss"]) == (inproc["accuracy"], inproc["loss"])

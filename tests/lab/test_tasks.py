@@ -110,3 +110,30 @@ def test_synthetic_mnist_when_no_file_is_given():
     assert data.inputs == 784 and data.classes == 10
     assert data.test_x.dtype == np.float32 and data.test_x.max() <= 1.0
     assert sum(len(n.y) for n in data.nodes) == 200
+
+
+def test_attackers_are_chosen_by_seed_and_a_median_resists_scaled_sign_flips(tmp_path):
+    base = {"nodes": 8, "epochs": 4, "poison_ratio": 0.25, "attack": "signflip"}
+    mean = run_task(base, workdir=tmp_path / "mean")
+    median = run_task({**base, "merge": "coordmedian"}, workdir=tmp_path / "median")
+    clean = run_task({**base, "attack": "none", "poison_ratio": 0.0}, workdir=tmp_path / "clean")
+    assert len(mean["malicious"]) == 2 and mean["malicious"] == median["malicious"]
+    assert clean["malicious"] == []
+    assert mean["accuracy"] < 0.3 < clean["accuracy"] - 0.3
+    assert median["accuracy"] > clean["accuracy"] - 0.15
+
+
+def test_label_flippers_poison_only_their_own_data():
+    task = parse_task({"nodes": 4, "attack": "labelflip", "poison_ratio": 0.5})
+    clean = task_data(parse_task({"nodes": 4}))
+    data = task_data(task)
+    for node, honest in zip(data.nodes, clean.nodes):
+        assert np.array_equal(node.x, honest.x)
+        assert np.array_equal(node.y, 9 - honest.y) == node.malicious
+        assert np.array_equal(node.y, honest.y) == (not node.malicious)
+    assert sum(n.malicious for n in data.nodes) == 2
+
+
+def test_an_unknown_attack_option_is_named():
+    with pytest.raises(TaskError, match="attack_scale"):
+        parse_task({"attack": "labelflip", "poison_ratio": 0.25, "attack_scale": 3})
