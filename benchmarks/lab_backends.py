@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="inproc pool size (default 2)")
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=120)
     with tempfile.TemporaryDirectory(prefix="lab-bench-") as root:
         run_task(params(0, 1), workdir=Path(root) / "warm")  # data loaded, imports done
         rows = [measure(args.inproc_tasks, args.epochs, "inproc", 1, root)]

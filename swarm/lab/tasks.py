@@ -83,6 +83,7 @@ from swarm.callback.core import SwarmCallbackCore, save_npz
 from swarm.callback.params import parse_params
 from swarm.data import PARTITION_SCHEMES, load_dataset, node_seed, partition_all
 from swarm.data.synth import WRITERS
+from swarm.files import atomic_target
 from swarm.merging import MERGE_METHODS
 from swarm.session import CHECKIN_MODES
 from swarm.tensors import Layout, WeightsError
@@ -299,7 +300,7 @@ class TaskData:
 def _dataset(name: str, data_dir: str, synth_train: int, synth_test: int):
     """(train_x, train_y, test_x, test_y, classes) as float32 rows; cached per process."""
     if name == "digits":
-        data = load_dataset("digits")
+        return _digits()
     else:
         if data_dir:
             source = Path(data_dir)
@@ -318,6 +319,23 @@ def _dataset(name: str, data_dir: str, synth_train: int, synth_test: int):
         return x.astype(np.float32) / np.float32(255.0) if x.dtype == np.uint8 else x.astype(np.float32)
 
     return rows(data.train_x), data.train_y, rows(data.test_x), data.test_y, data.num_classes
+
+
+def _digits():
+    """The digits as _dataset returns them, kept as an .npz beside the synthetic sets:
+    a process-backend sidecar then starts without importing scikit-learn."""
+    cache = Path(tempfile.gettempdir()) / "swarm-lab-data" / "digits.npz"
+    keys = ("train_x", "train_y", "test_x", "test_y")
+    try:
+        with np.load(cache) as stored:
+            return (*(stored[k] for k in keys), 10)
+    except (OSError, KeyError, ValueError):
+        pass
+    data = load_dataset("digits")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_target(cache, mode=0o644) as tmp:
+        np.savez(tmp, **{k: getattr(data, k) for k in keys})
+    return data.train_x, data.train_y, data.test_x, data.test_y, data.num_classes
 
 
 def task_data(task: Task) -> TaskData:
