@@ -12,7 +12,8 @@ channel here is an ``InProcChannel`` to a shared ``RoundHub`` instead of a
   for snapshot, the latest merged one for active, nothing for inactive);
 - the merge takes the contributors' flat vectors with their node_weightage, in the
   order the ledger lists a LocalSwarm's participants (by member key), exactly as an SL
-  node calls the merge method, and casts to the wire dtype; every node loads the result;
+  node calls the merge method, shard by shard with the all-reduce summed in participant
+  order for distance-based methods, and casts to the wire dtype; every node loads it;
 - once every node has finished, each gets the last merged model as the final one.
 
 The learning is deterministic from the seed: threads only wait for one another, every
@@ -32,6 +33,7 @@ import numpy as np
 from swarm.merging import no_allreduce
 from swarm.protos import local_api_pb2 as pb
 from swarm.session import Session
+from swarm.tensors import block_byte_range, shard_ranges
 
 from .launch import ledger_order, sl_node_id
 from .tasks import NodeOutcome, Task, TaskData, diverged_error, swarm_result, train_node
@@ -60,6 +62,7 @@ class RoundHub:
         self._go[0].set()                   # node 0 starts
         self.session: Session | None = None
         self._merge = None
+        self._layout = None
         self._wire = None
         self.round = 0                      # rounds merged so far
         self._check_ins: dict[int, tuple[np.ndarray, int]] = {}
@@ -101,7 +104,8 @@ class RoundHub:
             asked = Session.from_hello(json.loads(params.to_config_json()),
                                        layout.fingerprint.hex())
             if self.session is None:  # the first Hello fixes the session, as on the ledger
-                self.session, self._merge, self._wire = asked, asked.build_merge(), layout.wire
+                self.session, self._merge, self._layout = asked, asked.build_merge(), layout
+                self._wire = layout.wire
             return pb.HelloReply(node_id=sl_node_id(index), min_peers=self.session.min_peers,
                                  config_json=self.session.to_json(),
                                  merged_model_available=False)
@@ -161,9 +165,8 @@ class RoundHub:
             if flat is not None and weight > 0:
                 rows.append(flat)
                 weights.append(weight)
-        updates = np.stack(rows)
         merged = np.ascontiguousarray(
-            self._merge(updates, np.array(weights, dtype=np.float64), no_allreduce),
+            self._sharded_merge(np.stack(rows), np.array(weights, dtype=np.float64)),
             dtype=self._wire)
         self.latest = merged
         self.round += 1
@@ -171,6 +174,48 @@ class RoundHub:
         for i, (flat, weight, mode) in list(self._finished.items()):
             if mode == "active":  # an active finished node contributes the latest merged model
                 self._finished[i] = (merged, weight, mode)
+
+
+    def _sharded_merge(self, updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The merge as the participants of a real round compute it: each owns a range of
+        blocks (swarm.tensors.shard_ranges, in participant order) and distance-based
+        methods sum their partials across owners in participant order. Coordinate-wise
+        methods, and models of one block, give the whole-vector merge exactly."""
+        layout, size = self._layout, self.nodes
+        ranges = [tuple(b // layout.itemsize for b in block_byte_range(r, layout.nbytes))
+                  for r in shard_ranges(layout.num_blocks, size)]
+        if self._merge.coordinate_wise or sum(hi > lo for lo, hi in ranges) <= 1:
+            return self._merge(updates, weights, no_allreduce)
+        partials: list[np.ndarray | None] = [None] * size
+        barrier = threading.Barrier(size)
+        out: list[np.ndarray | None] = [None] * size
+        errors: list[BaseException] = []
+
+        def owner(p: int) -> None:
+            def allreduce(values: np.ndarray) -> np.ndarray:
+                partials[p] = np.asarray(values, dtype=np.float64)
+                barrier.wait()
+                total = np.zeros_like(partials[p])
+                for i in range(size):  # participant order, as sl_node's all-reduce sums
+                    total = total + partials[i]
+                barrier.wait()  # nobody posts the next step's partial before all summed
+                return total
+            lo, hi = ranges[p]
+            try:
+                out[p] = self._merge(updates[:, lo:hi], weights, allreduce)
+            except BaseException as error:  # noqa: BLE001 - re-raised below
+                errors.append(error)
+                barrier.abort()
+
+        threads = [threading.Thread(target=owner, args=(p,), daemon=True) for p in range(size)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)),
+                       errors[0])
+        return np.concatenate(out)
 
 
 class InProcChannel:

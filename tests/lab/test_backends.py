@@ -52,3 +52,14 @@ def test_local_swarm_runs_a_sidecar_and_reports_each_nodes_outcomes(tmp_path):
     assert outcomes[0][-1]["merged_digest"] == outcomes[1][-1]["merged_digest"]
     assert any(name == "sl-1" and "final [0.5, 0.5, 0.5, 0.5]" in line for name, line in lines)
     assert (tmp_path / "run" / "logs" / "sn-1.log").read_text()
+
+
+def test_a_distance_based_merge_of_a_multi_block_model_matches_too(tmp_path):
+    # hidden=[300]: 22,510 float32 values, two 64 KiB blocks, so two of the three
+    # participants own a shard and geomedian's distances are summed across them.
+    params = {"nodes": 3, "epochs": 1, "sync_every": 8, "hidden": [300],
+              "merge": "geomedian", "seed": 1}
+    inproc = run_task(params, backend="inproc", workdir=tmp_path / "inproc")
+    real = run_task(params, backend="process", workdir=tmp_path / "process")
+    assert real["weights_sha256"] == inproc["weights_sha256"]
+    assert real["rounds"] == inproc["rounds"] > 1

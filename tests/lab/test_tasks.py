@@ -137,3 +137,19 @@ def test_label_flippers_poison_only_their_own_data():
 def test_an_unknown_attack_option_is_named():
     with pytest.raises(TaskError, match="attack_scale"):
         parse_task({"attack": "labelflip", "poison_ratio": 0.25, "attack_scale": 3})
+
+
+def test_the_hub_merges_shard_by_shard_like_the_participants_of_a_round():
+    from swarm.merging import get_merge
+    from swarm.tensors import Layout
+    hub = RoundHub(3)
+    hub._layout = Layout.from_weights({"w": np.zeros(40_000, np.float32)})  # 3 blocks
+    rng = np.random.default_rng(0)
+    updates = rng.standard_normal((3, 40_000)).astype(np.float32)
+    weights = np.ones(3)
+    for name in ("geomedian", "krum", "centeredclipping", "mean"):
+        hub._merge = get_merge(name)
+        sharded = hub._sharded_merge(updates, weights)
+        whole = hub._merge(updates, weights)
+        assert sharded.shape == whole.shape == (40_000,) and sharded.dtype == np.float32
+        np.testing.assert_allclose(sharded, whole, rtol=1e-5, atol=1e-6)
