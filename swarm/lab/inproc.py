@@ -280,7 +280,6 @@ def run_inproc(task: Task, data: TaskData, workdir: Path) -> dict:
         message = diverged_error(errors[0])
         if message is None:
             raise errors[0]
-        return swarm_result(task, data, [None] * task.nodes, hub.round, wall_s, "inproc",
-                            error=message)
+        return swarm_result(task, data, [None] * task.nodes, hub.round, wall_s, error=message)
     finals = [o.flat if o is not None else None for o in outcomes]
-    return swarm_result(task, data, finals, hub.round, wall_s, "inproc")
+    return swarm_result(task, data, finals, hub.round, wall_s)

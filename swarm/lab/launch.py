@@ -414,8 +414,7 @@ def run_process(task, data, workdir: Path) -> dict:
             reports.append(json.loads(path.read_text()) if path.exists() else None)
         diverged = next((r["error"] for r in reports if r and r.get("diverged")), None)
         if diverged is not None:
-            return swarm_result(task, data, [None] * task.nodes, 0, wall_s, "process",
-                                error=diverged)
+            return swarm_result(task, data, [None] * task.nodes, 0, wall_s, error=diverged)
         failed = [i for i, code in enumerate(codes) if code != 0]
         if failed:
             raise RuntimeError(f"process backend: SL node {failed[0] + 1} exited "
@@ -423,5 +422,5 @@ def run_process(task, data, workdir: Path) -> dict:
                                f"{swarm.tail(failed[0])}")
         finals = [np.load(swarm.model_dir(i) / NODE_WEIGHTS) for i in range(task.nodes)]
         rounds = len({o["round"] for o in swarm.outcomes(0) if o["status"] == "merged"})
-    return swarm_result(task, data, finals, rounds, wall_s, "process")
+    return swarm_result(task, data, finals, rounds, wall_s)
 

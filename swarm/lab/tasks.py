@@ -49,12 +49,12 @@ Result keys (a flat, JSON-safe dict; lists hold one value per node):
 
   accuracy, loss         of the final swarm model on the test set (NaN when diverged)
   diverged               true when training or a merge produced NaN/Inf
-  error                  why it diverged ("" otherwise)
+  divergence             where and how it diverged ("" otherwise)
   rounds                 sync rounds merged, the start round included
   wall_s                 seconds for the swarm part (not the local baselines)
   weights_sha256         SHA-256 of the final model's flat little-endian wire vector
   nodes_agree            every node ended with those same weights
-  model                  e.g. mlp-64-32-10;  backend
+  model                  e.g. mlp-64-32-10
   train_samples, node_samples (list), malicious (list of node indices)
   local_accuracy, local_loss (lists), local_accuracy_mean/min/max,
   local_wall_s           only when local_baseline is true
@@ -437,7 +437,7 @@ def weights_sha256(flat: np.ndarray) -> str:
 
 
 def swarm_result(task: Task, data: TaskData, finals: list[np.ndarray | None], rounds: int,
-                 wall_s: float, backend: str, error: str = "") -> dict[str, Any]:
+                 wall_s: float, error: str = "") -> dict[str, Any]:
     """The result row of a task from every node's final flat weights (None: none)."""
     digests = [weights_sha256(f) if f is not None else "" for f in finals]
     final = finals[0] if finals and finals[0] is not None else None
@@ -452,11 +452,11 @@ def swarm_result(task: Task, data: TaskData, finals: list[np.ndarray | None], ro
     elif not error:
         error = "training diverged (NaN/Inf weights)"
     return {
-        "accuracy": accuracy, "loss": loss, "diverged": diverged, "error": error,
+        "accuracy": accuracy, "loss": loss, "diverged": diverged, "divergence": error,
         "rounds": int(rounds), "wall_s": round(wall_s, 4),
         "weights_sha256": digests[0] if not diverged else "",
         "nodes_agree": bool(digests) and len(set(digests)) == 1 and digests[0] != "",
-        "model": build_model(task, data).describe, "backend": backend,
+        "model": build_model(task, data).describe,
         "train_samples": int(sum(len(n.y) for n in data.nodes)),
         "node_samples": [int(len(n.y)) for n in data.nodes],
         "malicious": [n.index for n in data.nodes if n.malicious],

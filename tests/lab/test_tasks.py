@@ -48,7 +48,7 @@ def test_a_diverged_run_is_a_result_not_an_exception(tmp_path):
     result = run_task({"nodes": 2, "epochs": 1, "lr": 1e8}, workdir=tmp_path)
     assert result["diverged"] is True
     assert math.isnan(result["accuracy"]) and math.isnan(result["loss"])
-    assert "non-finite" in result["error"]
+    assert "non-finite" in result["divergence"]
     assert result["weights_sha256"] == ""
 
 
