@@ -70,3 +70,21 @@ def test_a_real_swarm_that_diverges_is_a_result(tmp_path):
     assert result["diverged"] is True
     assert result["accuracy"] != result["accuracy"]  # NaN
     assert "non-finite" in result["divergence"]
+
+
+def test_local_swarm_stops_every_node_once_one_fails(tmp_path):
+    sidecar = tmp_path / "sidecar.py"
+    sidecar.write_text(
+        "import os, sys\n"
+        "import numpy as np\n"
+        "from swarm.callback import SwarmCallback\n"
+        "if os.environ['NODE_INDEX'] == '1':\n"
+        "    sys.exit(7)  # this site's program crashes before joining\n"
+        "w = {'x': np.zeros(4, np.float32)}\n"
+        "cb = SwarmCallback(lambda: w, w.update, syncFrequency=1, minPeers=2)\n"
+        "cb.on_train_begin()  # waits for a peer that never comes\n")
+    with LocalSwarm(tmp_path / "run", 2, [sys.executable, str(sidecar)]) as swarm:
+        codes = swarm.wait(300)
+        assert codes[1] == 7 and codes[0] != 0  # node 1 failed; node 0 stopped, not waiting
+        assert swarm.outcomes(0) == []
+    assert all(sl.poll() is not None for sl in swarm.sls) and swarm.sn.poll() is not None
