@@ -70,7 +70,6 @@ import math
 import numbers
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -410,6 +409,7 @@ def train_node(task: Task, data: TaskData, index: int, channel=None,
             break
         model.step(x, y)
         core.on_batch_end()
+    core.on_epoch_end(epoch_seen)
     core.on_train_end()
     layout = Layout.from_weights(model.get_weights())
     return NodeOutcome(index, layout.flatten(model.get_weights()), core.rounds_done)
