@@ -103,6 +103,7 @@ class SwarmCallbackCore:
         self._swarm_done = False
         self._finished = False
         self._merge_listeners: list[Callable[[int], None]] = []
+        self._update_transforms: list[Callable[[np.ndarray, np.ndarray], np.ndarray]] = []
         self.node_id = ""
         self.session: Session | None = None  # the recorded session, after Hello
         self.final_model_path: Path | None = None
@@ -133,6 +134,13 @@ class SwarmCallbackCore:
         (the start round included, the final model not): where an example measures
         the merged model, e.g. for metrics.json."""
         self._merge_listeners.append(listener)
+
+    def add_update_transform(self, transform: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
+        """Send `transform(weights, last_merged)` instead of this node's weights in each
+        regular round (both flat vectors of the wire dtype; not in the start round, which
+        has no merged model yet). The seam for a training program that poisons its own
+        updates (swarm.attacks): model poisoning is the program's doing, not the SL node's."""
+        self._update_transforms.append(transform)
 
     # ---- hooks --------------------------------------------------------------------
 
@@ -246,6 +254,13 @@ class SwarmCallbackCore:
 
     def _sync(self, kind: str, weights: Weights | None = None) -> None:
         flat = self._flatten(self._get() if weights is None else weights)
+        if self._last_merged is not None:
+            for transform in self._update_transforms:
+                sent = np.asarray(transform(flat, self._last_merged), dtype=flat.dtype)
+                if sent.shape != flat.shape:
+                    raise WeightsError(f"the update transform {transform!r} returned shape "
+                                       f"{sent.shape}, not the model's {flat.shape}")
+                flat = sent
         started = time.monotonic()
         result, merged = self._channel.sync(flat, self.params.node_weightage, kind)
         elapsed = time.monotonic() - started
@@ -357,6 +372,10 @@ class CoreViews:
     def add_merge_listener(self, listener) -> None:
         """`listener(round_no)` runs after each merged model is loaded."""
         self._core.add_merge_listener(listener)
+
+    def add_update_transform(self, transform) -> None:
+        """`transform(weights, last_merged) -> weights` rewrites what this node sends."""
+        self._core.add_update_transform(transform)
 
 
 class SwarmCallback(SwarmCallbackCore):
