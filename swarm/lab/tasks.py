@@ -102,7 +102,7 @@ DEFAULTS: dict[str, Any] = {
     "merge": "mean", "merge_params": {},
     "optimizer": "sgd", "lr": None, "batch_size": 16, "epochs": 10, "sync_every": 8,
     "min_peers": 0, "checkin": "snapshot", "seed": 0,
-    "attack": "none", "poison_ratio": 0.0, "local_baseline": False,
+    "attack": "none", "poison_ratio": None, "local_baseline": False,
 }
 
 
