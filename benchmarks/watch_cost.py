@@ -68,7 +68,7 @@ class Watcher:
         with SNClient(target, tls, timeout_s=5, retry_s=0) as sn:
             while not self._stop.wait(1.0):
                 try:
-                    sn.view()
+                    sn.view(rounds=10, events=1)  # as `swarm status --watch` asks
                     self.snapshots += 1
                 except Exception:  # noqa: BLE001 - starting or stopping
                     pass

@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         print(READY_LINE.format(node_id=tls.identity.node_id, port=config.fs_port), flush=True)
         if args.progress == "auto":
             tty = sys.stderr.isatty()
-            progress = ProgressLine(node.sn.view, interval_s=1.0 if tty else 10.0,
+            progress = ProgressLine(lambda: node.sn.view(rounds=3, events=1),
+                                    interval_s=1.0 if tty else 10.0,
                                     tty=tty).start()
     except StartupError as error:
         if not stopping.is_set():

@@ -61,6 +61,7 @@ class LedgerLoop:
         """Reads the ledger's current state before the SN starts serving."""
         # Read the block first: events after it are replayed, and handling them twice is harmless.
         self._next_block = self.ledger.block_number() + 1
+        self.view.note_block(self._next_block - 1)
         self._refresh_members()
         self._refresh_config()
         if self.finished:  # which nodes: the events that said so may be long pruned
@@ -274,18 +275,21 @@ class LedgerLoop:
     def refresh_config_now(self) -> None:
         self._on_ledger_thread(self._refresh_config)
 
-    def _on_ledger_thread(self, read: Callable[[], None]) -> None:
+    def _on_ledger_thread(self, read: Callable[[], object]):
         if not self._thread.is_alive() or threading.current_thread() is self._thread:
-            read()
-        else:
-            self.submit(lambda ledger: read()).result(timeout=60)
+            return read()
+        return self.submit(lambda ledger: read()).result(timeout=60)
+
+    def read(self, fn: Callable):
+        """fn(ledger) on the ledger thread (the only ledger caller); returns its result."""
+        return self._on_ledger_thread(lambda: fn(self.ledger))
 
     def refresh_round(self, round_number: int) -> None:
         """Makes sure a sealed round's merged digest is known, reading the ledger if it is not."""
         sealed = self.rounds.sealed(round_number)
         if sealed is not None and sealed.merged_digest:
             return  # once recorded, a round's merged digest never changes
-        merged = self.ledger.merged_digest(round_number)
+        merged = self.read(lambda ledger: ledger.merged_digest(round_number))
         if merged:
             self.rounds.note_merged(round_number, merged)
             self.view.note_merged(round_number, merged)

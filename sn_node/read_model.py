@@ -9,9 +9,10 @@ ledger nothing.
 
 API (thread-safe; callers never block the ledger thread):
 
-    model.snapshot() -> swarm.swarm_view.Snapshot
+    model.snapshot(rounds=None, events=None) -> swarm.swarm_view.Snapshot
         A typed, immutable record of everything `swarm status` shows; `.to_dict()`
-        gives JSON-ready data, `Snapshot.from_dict` reads it back.
+        gives JSON-ready data, `Snapshot.from_dict` reads it back. `rounds` / `events`:
+        only that many of the newest (None: all kept).
     model.round(n) -> RoundView | None
         One kept round.
     model.version -> int
@@ -184,7 +185,7 @@ class ReadModel:
             record = self._rounds.get(round_number)
             return self._round_view(record) if record is not None else None
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, rounds: int | None = None, events: int | None = None) -> Snapshot:
         now = self._clock()
         members = self._directory.all()
         with self._lock:
@@ -210,13 +211,17 @@ class ReadModel:
             current = None
             if min_peers is not None and not session.swarm_done:
                 current = self._waiting(last_sealed + 1, members, min_peers, now)
-            rounds = [self._round_view(r) for r in self._rounds.values()]
+            kept = list(self._rounds.values())
+            kept = kept[len(kept) - rounds:] if rounds is not None and rounds < len(kept) else kept
+            recent = list(self._events)
+            recent = recent[len(recent) - events:] if events is not None and events < len(recent) \
+                else recent
             return Snapshot(
                 version=self._version, at=now, block_number=self._block_number,
                 session=session, members=member_views, current=current,
                 last_sealed_round=last_sealed,
                 latest_merged_round=latest[0] if latest else 0,
-                rounds=rounds, events=list(self._events), **self._static)
+                rounds=[self._round_view(r) for r in kept], events=recent, **self._static)
 
     # --- fed by the SN (ledger thread and API) ---------------------------------------
 

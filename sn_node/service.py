@@ -164,7 +164,7 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         last = self._rounds.last_sealed
         if sealed is not None or last is None or not 1 <= round_number <= last:
             return sealed
-        info = self._loop.ledger.round_info(round_number)
+        info = self._loop.read(lambda ledger: ledger.round_info(round_number))
         if not info.sealed:
             return None  # skipped: a later round was sealed first
         sealed = SealedRound(round_number, tuple(info.participants), tuple(info.weights),
@@ -425,7 +425,9 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
             status.has_merged_round = True
             status.latest_merged_round, status.latest_merged_digest = self._rounds.latest_merged
         if getattr(request, "with_view", False):
-            status.view_json = json.dumps(self._view.snapshot().to_dict())
+            snapshot = self._view.snapshot(rounds=request.view_rounds or None,
+                                           events=request.view_events or None)
+            status.view_json = json.dumps(snapshot.to_dict())
         return status
 
     def ReportOutcome(self, request, context):

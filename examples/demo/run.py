@@ -102,7 +102,7 @@ class SwarmLine:
         if time.monotonic() - self._at >= 1.0:
             self._at = time.monotonic()
             try:
-                self.text = describe(self._sn.view())
+                self.text = describe(self._sn.view(rounds=3, events=1))
             except Exception:  # noqa: BLE001 - the SN may still be starting; keep the last line
                 pass
         return self.text

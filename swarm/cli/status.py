@@ -136,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(width=None if sys.stdout.isatty() else 160)
     with SNClient(args.sn, tls, timeout_s=10.0, retry_s=10.0) as sn:
+        # Only what is shown (the SN builds less); --json gives all it keeps.
+        fetch = sn.view if args.json else (lambda: sn.view(rounds=max(1, args.rounds), events=1))
         try:
-            snap = sn.view()
+            snap = fetch()
         except SwarmNetworkError as error:
             print(f"swarm status: error: {error}", file=sys.stderr)
             return 1
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 while True:
                     time.sleep(args.interval)
                     try:
-                        snap = sn.view()
+                        snap = fetch()
                         live.update(render(snap, args.rounds), refresh=True)
                     except SwarmNetworkError as error:
                         from rich.text import Text

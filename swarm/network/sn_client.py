@@ -233,11 +233,13 @@ class SNClient:
     def status(self) -> pb.SwarmStatus:
         return self._call("GetStatus", pb.StatusRequest())
 
-    def view(self):
-        """The SN's read model now (swarm.swarm_view.Snapshot): what `swarm status` shows."""
+    def view(self, rounds: int = 0, events: int = 0):
+        """The SN's read model now (swarm.swarm_view.Snapshot): what `swarm status` shows;
+        `rounds` / `events`: only that many of the newest (0: all the SN keeps)."""
         from swarm.swarm_view import Snapshot
 
-        reply = self._call("GetStatus", pb.StatusRequest(with_view=True))
+        reply = self._call("GetStatus", pb.StatusRequest(with_view=True, view_rounds=rounds,
+                                                         view_events=events))
         return Snapshot.from_dict(json.loads(reply.view_json))
 
     def report_outcome(self, report: pb.OutcomeReport, timeout_s: float = 5.0) -> None:
