@@ -206,8 +206,14 @@ class ReadModel:
                 controlled_here=self._directory.controlled_here(m),
                 finished=node_key(m.node_id) in self._finished)
                 for m in sorted(members, key=lambda m: (m.role_name, m.node_id))]
-            last_sealed = self._book.last_sealed or 0
+            # The round book is the authority; the rounds kept here can only be newer
+            # (e.g. a seal this model has seen before the book).
+            last_sealed = max([self._book.last_sealed or 0] + [
+                r.round for r in self._rounds.values() if r.sealed_at is not None])
+            latest_round = max([0] + [r.round for r in self._rounds.values() if r.merged_digest])
             latest = self._book.latest_merged
+            if latest is None or latest_round > latest[0]:
+                latest = (latest_round, b"") if latest_round else latest
             current = None
             if min_peers is not None and not session.swarm_done:
                 current = self._waiting(last_sealed + 1, members, min_peers, now)

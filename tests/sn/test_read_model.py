@@ -86,6 +86,13 @@ def test_rounds_record_timings_reports_and_dropped_nodes():
     assert [o.node_id for o in r.reports] == ["a/sl-1", "b/sl-1"]
     snap = view.snapshot()
     assert snap.finished_nodes == ["c/sl-1"] and snap.session.finished_count == 1
+    # The next round is in progress, waiting for everyone again.
+    assert (snap.last_sealed_round, snap.latest_merged_round) == (1, 1)
+    assert snap.current.round == 2 and snap.current.missing == ["a/sl-1", "b/sl-1", "c/sl-1"]
+    # Limited snapshots: only the newest rounds and events.
+    view.note_check_in(2, a)
+    small = view.snapshot(rounds=1, events=1)
+    assert [r.round for r in small.rounds] == [2] and [e.kind for e in small.events] == ["check_in"]
 
 
 def test_memory_is_bounded_to_the_last_rounds():
