@@ -149,6 +149,18 @@ def main(argv: list[str] | None = None) -> int:
         if not args.watch:
             console.print(render(snap, args.rounds))
             return 0
+        if not console.is_terminal:  # a log or a pipe: one full status per refresh
+            try:
+                while True:
+                    console.print(render(snap, args.rounds))
+                    console.rule()
+                    time.sleep(args.interval)
+                    try:
+                        snap = fetch()
+                    except SwarmNetworkError as error:
+                        print(f"no status from {args.sn}: {error}", flush=True)
+            except KeyboardInterrupt:
+                return 0
         from rich.live import Live
 
         try:

@@ -56,6 +56,15 @@ def test_status_of_a_stalled_swarm_names_the_missing_nodes(sites, start_sn, star
     assert gamma_id in row, text
     for node_id in checked:
         assert node_id in text
+    # --watch off a terminal prints a full status per refresh until stopped.
+    try:
+        subprocess.run([sys.executable, "-m", "swarm.cli.status", "--sn", sn.target,
+                        *alpha.tls_args("swci"), "--watch", "--interval", "0.5"], cwd=REPO,
+                       capture_output=True, text=True, timeout=6)
+        raise AssertionError("--watch ended by itself")
+    except subprocess.TimeoutExpired as stopped:
+        watched = (stopped.stdout or b"").decode()
+    assert watched.count("recent rounds") >= 2 and gamma_id in watched, watched
     # run-sl shows the same line, as plain `progress:` lines when not on a terminal.
     line = nodes[0].wait_for("progress: round 1: waiting", timeout_s=60)
     assert gamma_id in line
