@@ -8,6 +8,7 @@ when the line changes, at most every `plain_every_s` seconds, so logs stay reada
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -93,12 +94,24 @@ class ProgressLine:
             from rich.text import Text
 
             console = Console(file=self._stream)
-            with Live(Text(PREFIX), console=console, refresh_per_second=4,
-                      transient=True, redirect_stderr=False, redirect_stdout=False) as live:
-                while not self._stop.is_set():
-                    self.last = self.text()
-                    live.update(Text(PREFIX + self.last, no_wrap=True, overflow="ellipsis"))
-                    self._stop.wait(self._interval_s)
+            original = sys.stderr
+            with Live(Text(PREFIX), console=console, refresh_per_second=4, transient=True,
+                      redirect_stderr=self._stream is original, redirect_stdout=False) as live:
+                # Log lines go above the line, not through it: the handlers writing to
+                # the terminal write through the live display while it runs.
+                swapped = [h for h in logging.getLogger().handlers
+                           if isinstance(h, logging.StreamHandler) and h.stream is original
+                           and sys.stderr is not original]
+                for handler in swapped:
+                    handler.setStream(sys.stderr)
+                try:
+                    while not self._stop.is_set():
+                        self.last = self.text()
+                        live.update(Text(PREFIX + self.last, no_wrap=True, overflow="ellipsis"))
+                        self._stop.wait(self._interval_s)
+                finally:
+                    for handler in swapped:
+                        handler.setStream(original)
             return
         printed_at = 0.0
         printed = ""
