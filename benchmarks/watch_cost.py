@@ -9,7 +9,9 @@ sl_rounds.py, run the same rounds in three set-ups, alternated over `--repeats` 
   with the read model's snapshot per 10 s each) and `swarm status --json`-style
   snapshots of the SN polled every second (what `swarm status --watch` does).
 Round time is the median over rounds of the slowest node's (sl_rounds.summarise);
-the ratio is each set-up's median over the off set-up's.
+the ratio is each set-up's median over the off set-up's. CPU is the user+system time
+of every process of a run (SN, SL nodes, sidecars: this script's children), a figure
+that a busy shared machine disturbs far less than wall-clock round times.
 
     .venv/bin/python benchmarks/watch_cost.py [--nodes 4] [--model-mb 1] [--rounds 8]
 """
@@ -17,6 +19,7 @@ the ratio is each set-up's median over the off set-up's.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import tempfile
@@ -89,6 +92,7 @@ def main() -> int:
     args = parser.parse_args()
     model_bytes = int(args.model_mb * (1 << 20))
     results: dict[str, list[float]] = {s: [] for s in SETUPS}
+    cpu: dict[str, list[float]] = {s: [] for s in SETUPS}
     counts: dict[str, list[int]] = {s: [0, 0] for s in SETUPS}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -114,6 +118,7 @@ def main() -> int:
                     if ports:
                         watchers.append(Watcher(ports, args.scrape_s, sentinel.target
                                                 if setup == "watched" else None, tls))
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 try:
                     rounds = run_swarm(ws, tmp, args.nodes, model_bytes, args.rounds,
                                        sn_extra=sn_extra, sl_extra=sl_extra,
@@ -123,6 +128,9 @@ def main() -> int:
                         watcher.stop()
                         counts[setup][0] += watcher.scrapes
                         counts[setup][1] += watcher.snapshots
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[setup].append(after.ru_utime + after.ru_stime
+                                  - before.ru_utime - before.ru_stime)
                 results[setup].append(summarise(rounds)["round"])
                 print(f"repeat {repeat + 1}, {setup}: median round "
                       f"{results[setup][-1] * 1000:.1f} ms", file=sys.stderr)
@@ -130,14 +138,17 @@ def main() -> int:
     base = statistics.median(results["off"])
     table = Table(title=f"Cost of watching: N={args.nodes}, model {args.model_mb:g} MB, "
                         f"{args.rounds} rounds x {args.repeats} runs per set-up")
-    for column in ("set-up", "median round (ms)", "runs (ms)", "ratio to off", "scrapes",
-                   "snapshots"):
+    cpu_base = statistics.median(cpu["off"])
+    for column in ("set-up", "median round (ms)", "runs (ms)", "ratio to off",
+                   "CPU per run (s)", "CPU ratio", "scrapes", "snapshots"):
         table.add_column(column, justify="left" if column == "set-up" else "right")
     for setup in SETUPS:
         median = statistics.median(results[setup])
         table.add_row(setup, f"{median * 1000:.1f}",
                       ", ".join(f"{v * 1000:.0f}" for v in results[setup]),
-                      f"{median / base:.3f}", str(counts[setup][0]), str(counts[setup][1]))
+                      f"{median / base:.3f}", f"{statistics.median(cpu[setup]):.1f}",
+                      f"{statistics.median(cpu[setup]) / cpu_base:.3f}",
+                      str(counts[setup][0]), str(counts[setup][1]))
     Console(width=120).print(table)
     return 0
 

@@ -20,12 +20,16 @@ API (thread-safe; callers never block the ledger thread):
     model.subscribe(max_queued=256) -> Subscription
         Change notifications: `sub.get(timeout_s)` returns the next `EventView` (None
         on timeout or once closed); iterating yields them until `sub.close()` (or
-        `model.unsubscribe(sub)`). A subscriber that falls `max_queued` behind loses the
+        `model.unsubscribe(sub)`; a Subscription is also a context manager). A
+        subscriber that falls `max_queued` behind loses the
         oldest notifications and finds `sub.lagged` set: take a fresh snapshot.
     model.wait_for_change(after_version, timeout_s) -> int
         Blocks until the version passes `after_version` (or the timeout); returns the
         version now. The simplest way to push snapshots to a page.
 
+In a running SN the model is `SwarmNetworkNode.view` (also `LedgerLoop.view`).
+Liveness (heartbeats, "last heard") and the block number change without a notification:
+a page that shows them re-reads snapshots now and then (e.g. every second).
 Memory is bounded: the last `keep_rounds` rounds and `keep_events` events.
 """
 
