@@ -11,7 +11,9 @@ from pathlib import Path
 
 from swarm.cli.args import ip_address, node_tls, port
 from swarm.daemon import detach
+from swarm.metrics_export import NodeMetrics
 
+from sn_node import service
 from sn_node.node import READY_LINE, NodeConfig, StartupError, SwarmNetworkNode
 
 log = logging.getLogger("swarm.sn")
@@ -72,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "active nodes before sealing the round (default 2)")
     run.add_argument("--liveness-timeout", type=float, default=10.0, metavar="SECONDS",
                      help="an SL node silent this long is marked inactive (default 10)")
+    watch = p.add_argument_group("watching")
+    watch.add_argument("--metrics-port", type=port, metavar="PORT",
+                       help="serve Prometheus metrics on http://METRICS-IP:PORT/metrics "
+                            "(default: off)")
+    watch.add_argument("--metrics-ip", type=ip_address, default="127.0.0.1", metavar="IP",
+                       help="address the metrics endpoint listens on (default 127.0.0.1)")
     run.add_argument("--log-level", default="INFO",
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -108,6 +116,31 @@ def parse_config(argv: list[str] | None) -> tuple[NodeConfig, argparse.Namespace
     return config, args
 
 
+def feed_metrics(node: SwarmNetworkNode, metrics: NodeMetrics) -> None:
+    """Metrics from the SN's refusals, the outcomes SL nodes report, and the read model's
+    merged rounds (a thread following its change notifications)."""
+    service.REFUSAL_OBSERVERS.append(metrics.observe_refusal)
+
+    def on_outcome(node_id, report) -> None:
+        metrics.bytes_sent.inc(report.bytes_sent)
+        metrics.bytes_received.inc(report.bytes_received)
+        metrics.observe_dropped(report.participants, report.dropped)
+
+    node.on_outcome = on_outcome
+
+    def follow() -> None:
+        while node.view is None:  # set early in node.start()
+            threading.Event().wait(0.1)
+        for event in node.view.subscribe():
+            if event.kind == "merged" and event.round is not None:
+                kept = node.view.round(event.round)
+                seconds = (kept.merged_at - kept.opened_at
+                           if kept and kept.opened_at is not None and kept.merged_at else None)
+                metrics.observe_round(event.round, seconds)
+
+    threading.Thread(target=follow, name="sn-metrics", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     config, args = parse_config(argv)
@@ -139,7 +172,15 @@ def main(argv: list[str] | None = None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    metrics = NodeMetrics("sn") if args.metrics_port else None
     try:
+        if metrics is not None:
+            try:
+                metrics.serve(args.metrics_port, args.metrics_ip)
+            except OSError as error:
+                raise StartupError(f"--metrics-port {args.metrics_port}: cannot listen on "
+                                   f"{args.metrics_ip}: {error.strerror}") from None
+            feed_metrics(node, metrics)
         node.start()
         starting.clear()
     except StartupError as error:

@@ -36,7 +36,9 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 
 from swarm.data import load_digits, partition  # noqa: E402
-from swarm.lab.launch import LocalSwarm, make_workspace  # noqa: E402
+from swarm.lab.launch import LocalSwarm, Site, make_workspace  # noqa: E402
+from swarm.network.sn_client import SNClient  # noqa: E402
+from swarm.progress import describe  # noqa: E402
 
 SITES = ("hospital-a", "hospital-b", "hospital-c")
 TRAIN = HERE / "train.py"
@@ -79,8 +81,32 @@ class NodeStatus:
             self.state = "finished"
 
 
-def progress_table(nodes: dict[str, NodeStatus], started: float) -> Table:
-    table = Table(title=f"Swarm training ({time.monotonic() - started:.0f} s)")
+class SwarmLine:
+    """The swarm's one-line progress (round, who is missing, for how long), from the SN's
+    read model through an administrator (swci) certificate; refreshed once a second."""
+
+    def __init__(self, site: Site, sn_api_port: int):
+        self._sn = SNClient(f"127.0.0.1:{sn_api_port}", site.material("swci"), timeout_s=2.0,
+                            retry_s=0.0)
+        self._at = 0.0
+        self.text = ""
+
+    def refresh(self) -> str:
+        if time.monotonic() - self._at >= 1.0:
+            self._at = time.monotonic()
+            try:
+                self.text = describe(self._sn.view(rounds=3, events=1))
+            except Exception:  # noqa: BLE001 - the SN may still be starting; keep the last line
+                pass
+        return self.text
+
+    def close(self) -> None:
+        self._sn.close()
+
+
+def progress_table(nodes: dict[str, NodeStatus], started: float, swarm_line: str = "") -> Table:
+    table = Table(title=f"Swarm training ({time.monotonic() - started:.0f} s)",
+                  caption=swarm_line or None, caption_justify="left")
     for column in ("SL node", "site", "state", "epoch", "sync rounds", "merged model acc",
                    "last round"):
         table.add_column(column, justify="left" if column in ("SL node", "site", "state")
@@ -123,12 +149,13 @@ def run_swarm(run_dir: Path) -> dict[str, NodeStatus]:
         console.print(f"  run-sn --sentinel: ready in {time.monotonic() - started:.1f} s "
                       f"(embedded ledger in {run_dir / 'sn-1'})")
         started = time.monotonic()
+        swarm_line = SwarmLine(swarm.sites[0], swarm.sn_api_port)
         with Live(progress_table(nodes, started), console=console, refresh_per_second=4) as live:
 
             def tick() -> None:
                 for i, node in enumerate(nodes.values()):
                     node.read_outcomes(swarm.outcomes(i))
-                live.update(progress_table(nodes, started))
+                live.update(progress_table(nodes, started, swarm_line.refresh()))
 
             try:
                 codes = swarm.wait(DEADLINE_S, tick=tick)
@@ -136,6 +163,7 @@ def run_swarm(run_dir: Path) -> dict[str, NodeStatus]:
                 raise SystemExit(f"the swarm did not finish within {DEADLINE_S} s; "
                                  f"logs in {logs}") from None
             tick()
+        swarm_line.close()
         if not console.is_terminal:
             console.line()  # a live display in a log ends without one
         failed = [name for name, code in zip(nodes, codes) if code != 0]
