@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from sn_node.dashboard import COOKIE, Dashboard
-from tests.swarm_testing import make_sites
+from swarm_testing import make_sites
 
 
 class FakeView:
