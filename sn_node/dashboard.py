@@ -32,8 +32,7 @@ import uvicorn
 from cryptography import x509
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, \
-    StreamingResponse
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -43,9 +42,12 @@ from swarm.identity.certificates import identity_of
 log = logging.getLogger("swarm.sn.dashboard")
 
 COOKIE = "swarm_dashboard"
-#: A snapshot is pushed when the model changed, and at least this often (waiting times move on).
+#: A snapshot is pushed when the model changed, and at least this often (waiting times move on),
+#: but at most every MIN_PUSH_S: a round's check-ins, seal and merge then go out as one update
+#: instead of each costing the SN a snapshot and its JSON per viewer.
 PUSH_EVERY_S = 2.0
-POLL_S = 0.25
+MIN_PUSH_S = 0.5
+POLL_S = 0.1
 
 
 class SwarmView(Protocol):
@@ -99,7 +101,30 @@ class Access:
                 "?token= the SN printed at start")
 
 
-def build_app(view: SwarmView, access: Access, *, push_every_s: float = PUSH_EVERY_S) -> Starlette:
+class _SharedSnapshot:
+    """The latest snapshot's JSON, shared by every viewer: one snapshot per change, not per viewer."""
+
+    def __init__(self, view: SwarmView, max_age_s: float):
+        self._view = view
+        self._max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._version = -1
+        self._at = 0.0
+        self._json = ""
+
+    def get(self) -> tuple[int, str]:
+        version, now = self._view.version, time.monotonic()
+        with self._lock:
+            if version != self._version or now - self._at >= self._max_age_s:
+                self._json = json.dumps(snapshot_dict(self._view), separators=(",", ":"))
+                self._version, self._at = version, now
+            return self._version, self._json
+
+
+def build_app(view: SwarmView, access: Access, *, push_every_s: float = PUSH_EVERY_S,
+              min_push_s: float = MIN_PUSH_S) -> Starlette:
+    shared = _SharedSnapshot(view, min_push_s)
+
     def guarded(handler):
         async def endpoint(request: Request) -> Response:
             # A certificate the SN has not seen may cost one ledger read: off the event loop.
@@ -116,20 +141,22 @@ def build_app(view: SwarmView, access: Access, *, push_every_s: float = PUSH_EVE
             response.set_cookie(COOKIE, request.query_params["token"], httponly=True, secure=True,
                                 samesite="strict")
             return response
-        body = PAGE.replace("/*INITIAL*/null", json.dumps(snapshot_dict(view)).replace("</", "<\\/"))
+        _, data = await run_in_threadpool(shared.get)
+        body = PAGE.replace("/*INITIAL*/null", data.replace("</", "<\\/"))
         return HTMLResponse(body, headers={"Cache-Control": "no-store"})
 
     async def api_snapshot(request: Request) -> Response:
-        return JSONResponse(snapshot_dict(view))
+        _, data = await run_in_threadpool(shared.get)
+        return Response(data, media_type="application/json", headers={"Cache-Control": "no-store"})
 
     async def events(request: Request) -> Response:
         async def stream():
             last_version, last_sent = -1, 0.0
             while True:
-                version = view.version
                 now = time.monotonic()
-                if version != last_version or now - last_sent >= push_every_s:
-                    data = json.dumps(snapshot_dict(view), separators=(",", ":"))
+                if now - last_sent >= min_push_s and (view.version != last_version
+                                                      or now - last_sent >= push_every_s):
+                    version, data = await run_in_threadpool(shared.get)
                     yield f"event: snapshot\nid: {version}\ndata: {data}\n\n"
                     last_version, last_sent = version, now
                 if await request.is_disconnected():
@@ -204,13 +231,14 @@ PAGE = r"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>swarm dashboard</title>
+<link rel="icon" href="data:,">
 <style>
 body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2430}
 header{background:#1d2430;color:#fff;padding:10px 18px;display:flex;gap:18px;align-items:baseline;flex-wrap:wrap}
 header h1{font-size:18px;margin:0}
 #live{font-size:12px;padding:2px 8px;border-radius:9px;background:#555}
 #live.on{background:#2e8b57}
-main{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:14px;padding:14px}
+main{display:grid;align-items:start;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:14px;padding:14px}
 section{background:#fff;border-radius:6px;padding:10px 14px;box-shadow:0 1px 2px #0002}
 h2{font-size:15px;margin:2px 0 8px}
 table{border-collapse:collapse;width:100%;font-size:13px}
@@ -287,7 +315,7 @@ function render(s){
   const ms=metricSeries(rounds);
   if(ms.length)chart(document.getElementById("metrics"),ms,y=>fmt(y,3));
   else document.getElementById("metrics").innerHTML='<p class="muted">no validation metrics reported yet</p>';
-  document.querySelector("#rounds tbody").innerHTML=rounds.slice(-12).reverse().map(r=>`<tr><td>${r.round}</td><td>${esc(r.state)}</td><td>${esc((r.participants.length?r.participants:r.checked_in).join(", "))}</td><td>${fmt(r.seal_wait_s)}</td><td>${fmt(r.merge_s)}</td><td class="bad">${esc([...Object.keys(r.dropped||{}),...(r.disagreed||[])].join(", "))}</td></tr>`).join("");
+  document.querySelector("#rounds tbody").innerHTML=rounds.slice(-8).reverse().map(r=>`<tr><td>${r.round}</td><td>${esc(r.state)}</td><td>${esc((r.participants.length?r.participants:r.checked_in).join(", "))}</td><td>${fmt(r.seal_wait_s)}</td><td>${fmt(r.merge_s)}</td><td class="bad">${esc([...Object.keys(r.dropped||{}),...(r.disagreed||[])].join(", "))}</td></tr>`).join("");
   document.querySelector("#events tbody").innerHTML=(s.events||[]).slice(-25).reverse().map(e=>`<tr><td class="muted">${new Date(e.at*1000).toLocaleTimeString()}</td><td>${esc(e.kind)}</td><td>${e.round??""}</td><td>${esc(e.node_id)}</td><td class="muted">${esc(e.detail)}</td></tr>`).join("");
   document.body.dataset.version=s.version}
 const initial=/*INITIAL*/null;
