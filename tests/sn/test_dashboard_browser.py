@@ -1,7 +1,8 @@
 """The dashboard of a real running swarm in headless Chromium (Debian's chromium and
 chromium-driver, driven by Selenium): it loads over HTTPS with the token printed at start,
 shows the members and the advancing round, and updates live without a reload. Afterwards
-`swarm ledger verify` passes on the sentinel's data directory and the saved models."""
+`swarm ledger verify` passes on the sentinel's data directory (offline) and through the
+running sentinel, with the saved models."""
 from __future__ import annotations
 
 import http.client
@@ -111,3 +112,6 @@ def test_dashboard_of_a_running_swarm_in_chromium(sites, start_sn, start_sl, tmp
         assert proc.wait_exit(300) == 0, proc.output[-3000:]
     models = [str(tmp_path / f"m{i}" / "saved_models" / "swarm_model.npz") for i in range(2)]
     assert ledger_main(["verify", "--data-dir", str(sn.data_dir), "--model", *models]) == 0
+    # The same ledger read live through the running sentinel's ledger port (an SN certificate).
+    assert ledger_main(["verify", "--sn", sn.target, "--sn-p2p-port", str(sn.p2p_port),
+                        *alpha.tls_args("sn"), "--model", *models]) == 0
