@@ -14,6 +14,8 @@ from pathlib import Path
 
 from swarm.cli.args import ip_address, node_tls, port
 from swarm.daemon import detach
+from swarm.metrics_export import NodeMetrics
+from swarm.progress import ProgressLine
 
 from sl_node.local_service import SwarmLearningLocalServicer
 from sl_node.node import SLConfig, StartupError, SwarmLearningNode
@@ -72,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--peer-timeout", type=float, default=5.0, metavar="SECONDS",
                      help="a peer silent this long (plus transfer time) is dropped from a "
                           "round (default 5)")
+    watch = p.add_argument_group("watching")
+    watch.add_argument("--metrics-port", type=port, metavar="PORT",
+                       help="serve Prometheus metrics on http://METRICS-IP:PORT/metrics "
+                            "(default: off)")
+    watch.add_argument("--metrics-ip", type=ip_address, default="127.0.0.1", metavar="IP",
+                       help="address the metrics endpoint listens on (default 127.0.0.1)")
+    watch.add_argument("--progress", choices=["auto", "off"], default="auto",
+                       help="a one-line progress display (round, who is missing, for how "
+                            "long): in place on a terminal, a `progress:` line every 10 s "
+                            "otherwise (default auto)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -154,10 +166,27 @@ def main(argv: list[str] | None = None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    metrics = None
+    if args.metrics_port:
+        metrics = NodeMetrics("sl")
+        node.outcomes.add(lambda o: metrics.observe_outcome(
+            o.round, o.status, o.control_s + o.exchange_s, o.bytes_sent, o.bytes_received,
+            o.participants, o.dropped))
+    progress = None
     try:
+        if metrics is not None:
+            try:
+                metrics.serve(args.metrics_port, args.metrics_ip)
+            except OSError as error:
+                raise StartupError(f"--metrics-port {args.metrics_port}: cannot listen on "
+                                   f"{args.metrics_ip}: {error.strerror}") from None
         node.start()
         node.serve_local(SwarmLearningLocalServicer(node))
         print(READY_LINE.format(node_id=tls.identity.node_id, port=config.fs_port), flush=True)
+        if args.progress == "auto":
+            tty = sys.stderr.isatty()
+            progress = ProgressLine(node.sn.view, interval_s=1.0 if tty else 10.0,
+                                    tty=tty).start()
     except StartupError as error:
         if not stopping.is_set():
             print(f"run-sl: error: {error}", file=sys.stderr)
@@ -169,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     while sidecar.proc.poll() is None:
         stopping.wait(0.2)
     code = sidecar.wait()
+    if progress is not None:
+        progress.stop()
     if stopping.is_set():
         log.info("stopped")
     elif code == 0:
@@ -176,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         log.error("the ML sidecar exited with status %d; see %s", code, sidecar.log_path)
     node.stop()
+    if metrics is not None:
+        metrics.close()
     return code
 
 

@@ -27,6 +27,7 @@ from sl_node.catchup import CatchUpError, MergedModel, fetch_latest
 from sl_node.exchange import ByteCounter, Exchange, Gate, Inboxes, ReceiptAgreement, hook_from_env
 from sl_node.exchange.gate import Revocations
 from sl_node.exchange.transport import return_chunks_to_the_system
+from sl_node.outcome_report import OutcomeReporter, Outcomes
 from sl_node.peer_service import SwarmLearningPeerServicer, add_to_server
 from sl_node.round_driver import OUTCOMES_FILE, OutcomeLog, RoundDriver, RoundOutcome, Update
 
@@ -90,7 +91,9 @@ class SwarmLearningNode:
         self.merge = None
         self.session: Session | None = None  # as recorded on the ledger
         self.driver: RoundDriver | None = None
-        self.outcomes = OutcomeLog(config.data_dir / OUTCOMES_FILE)
+        # rounds.jsonl, then the SN (best effort, off the round's thread); `add` more.
+        self.reporter = OutcomeReporter(self.sn)
+        self.outcomes = Outcomes(OutcomeLog(config.data_dir / OUTCOMES_FILE), self.reporter)
         self.min_peers = 0
         self.latest: MergedModel | None = None
         self.last_round = 0
@@ -138,6 +141,7 @@ class SwarmLearningNode:
         for server in self._servers:
             server.stop(grace=2).wait(5)
         self.exchange.close()
+        self.reporter.close()
         for channel in self._channels.values():
             channel.close()
         self.sn.close()

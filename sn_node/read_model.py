@@ -12,6 +12,8 @@ API (thread-safe; callers never block the ledger thread):
     model.snapshot() -> swarm.swarm_view.Snapshot
         A typed, immutable record of everything `swarm status` shows; `.to_dict()`
         gives JSON-ready data, `Snapshot.from_dict` reads it back.
+    model.round(n) -> RoundView | None
+        One kept round.
     model.version -> int
         Grows by one with every change; `snapshot().version` is the version it shows.
     model.subscribe(max_queued=256) -> Subscription
@@ -175,6 +177,12 @@ class ReadModel:
         """The SN's own facts and the last block read: GetStatus's cheap fields."""
         with self._lock:
             return {**self._static, "block_number": self._block_number}
+
+    def round(self, round_number: int) -> RoundView | None:
+        """One kept round (cheaper than a whole snapshot)."""
+        with self._lock:
+            record = self._rounds.get(round_number)
+            return self._round_view(record) if record is not None else None
 
     def snapshot(self) -> Snapshot:
         now = self._clock()

@@ -36,9 +36,15 @@ MAX_PARKED_PER_CALLER = 4
 MAX_PARKED = 48
 
 
+#: Told the typed reason of every refusal (e.g. metrics); one SN per process.
+REFUSAL_OBSERVERS: list[Callable[[str], None]] = []
+
+
 def refuse(context, code: grpc.StatusCode, reason: str, message: str,
            next_round: int | None = None):
     """Aborts the call with a typed reason (trailing metadata) beside the message."""
+    for observe in REFUSAL_OBSERVERS:
+        observe(reason)
     metadata = [("swarm-reason", pb.Reason.Name(pb.Reason.Value(reason)))]
     if next_round is not None:
         metadata.append(("swarm-next-round", str(next_round)))

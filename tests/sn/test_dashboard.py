@@ -146,3 +146,16 @@ def test_events_push_a_snapshot_on_every_change(dashboard, sites):
     dashboard.view.advance()
     assert next_snapshot()["current"]["round"] == 4
     conn.close()
+
+
+def test_run_sn_refuses_a_dashboard_port_it_already_uses(sites, capsys):
+    from sn_node.cli import parse_config
+
+    site, _ = sites
+    base = ["--sentinel", *site.tls_args("sn"), "--sn-api-port", "31000", "--dashboard"]
+    for clash in (["--dashboard-port", "31000"], ["--metrics-port", "31002", "--dashboard-port", "31002"]):
+        with pytest.raises(SystemExit):
+            parse_config(base + clash)
+        assert "--dashboard-port" in capsys.readouterr().err
+    _, args = parse_config(base)
+    assert (args.dashboard, args.dashboard_host, args.dashboard_port) == (True, "127.0.0.1", 30380)
