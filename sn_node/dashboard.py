@@ -245,7 +245,8 @@ table{border-collapse:collapse;width:100%;font-size:13px}
 td,th{padding:3px 6px;text-align:left;border-bottom:1px solid #eee}
 .ok{color:#2e8b57}.bad{color:#c0392b}.muted{color:#777}
 .dot{display:inline-block;width:9px;height:9px;border-radius:50%;margin-right:5px;background:#c0392b}
-.dot.alive{background:#2e8b57}
+.dot.alive{background:#2e8b57}.dot.unknown{background:#bbb}
+#events td:first-child{white-space:nowrap}
 #current .big{font-size:22px;font-weight:600}
 svg{width:100%;height:170px;background:#fbfbfc}
 svg text{font-size:10px;fill:#555}
@@ -303,7 +304,7 @@ function render(s){
     ${c.short_by?` · ${c.short_by} more check-in(s) to reach min peers`:""}
     ${c.waiting_s!=null?` · for ${fmt(c.waiting_s,1)} s`:""}</div>`}
   else rb.innerHTML=`<div class="big" id="current-round">${se.swarm_done?"swarm done":"no round open"}</div><div class="muted">last sealed round ${s.last_sealed_round}, last merged ${s.latest_merged_round}</div>`;
-  document.querySelector("#members tbody").innerHTML=(s.members||[]).map(m=>`<tr data-node="${esc(m.node_id)}"><td><span class="dot ${m.alive?"alive":""}"></span>${esc(m.node_id)}${m.finished?' <span class="muted">finished</span>':""}</td><td>${esc(m.role)}</td><td class="${m.status==="active"?"ok":"bad"}">${esc(m.status)}</td><td>${m.heartbeat_age_s==null?"–":fmt(m.heartbeat_age_s,1)+" s ago"}</td><td class="muted">${esc(m.endpoint)}</td></tr>`).join("");
+  document.querySelector("#members tbody").innerHTML=(s.members||[]).map(m=>`<tr data-node="${esc(m.node_id)}"><td><span class="dot ${m.alive?"alive":m.heartbeat_age_s==null&&m.role!=="sl"?"unknown":""}" title="${m.alive?"alive":"no heartbeat here"}"></span>${esc(m.node_id)}${m.finished?' <span class="muted">finished</span>':""}</td><td>${esc(m.role)}</td><td class="${m.status==="active"?"ok":"bad"}">${esc(m.status)}</td><td>${m.heartbeat_age_s==null?"–":fmt(m.heartbeat_age_s,1)+" s ago"}</td><td class="muted">${esc(m.endpoint)}</td></tr>`).join("");
   const rounds=s.rounds||[];
   chart(document.getElementById("times"),[
     {name:"check-in to seal",points:rounds.filter(r=>r.seal_wait_s!=null).map(r=>[r.round,r.seal_wait_s])},
