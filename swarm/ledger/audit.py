@@ -24,6 +24,7 @@ import enum
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -728,7 +729,8 @@ def format_report(report: Report, verbose: bool = False) -> str:
                    + (f" by {c['by']}" if c["by"] else "") + (f": {c['detail']}" if c["detail"] else ""))
     out.append(f"\nrounds ({len(report.rounds)}):")
     for r in report.rounds:
-        out.append(f"  round {r.round}: sealed in block {r.sealed_block} by {r.sealed_by}, merged "
+        when = (" at " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(r.sealed_at))) if r.sealed_at else ""
+        out.append(f"  round {r.round}: sealed in block {r.sealed_block}{when} by {r.sealed_by}, merged "
                    f"{_short(r.merged_digest, 16) or '(none)'}"
                    + (f", {len(r.disagreements)} disagreement(s)" if r.disagreements else ""))
         for node, weight, digest in zip(r.participants, r.weights, r.update_digests):
