@@ -88,6 +88,8 @@ def _history(args, parser):
             raise LedgerError("audit", str(error)) from None
         with SNClient(args.sn, tls, timeout_s=15.0) as sn:
             status = sn.status()
+        if status.ledger_kind == "tunnel":
+            raise LedgerError("audit", f"{args.sn} is not the sentinel: give the sentinel's address to --sn")
         if status.ledger_kind != "embedded":
             raise LedgerError("audit", f"{args.sn} keeps its ledger on an external chain: read it there with "
                                        f"--ledger-url URL --contract {status.contract_address}")

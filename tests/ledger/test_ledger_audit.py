@@ -16,7 +16,7 @@ from swarm.ledger import EmbeddedChain, LedgerEvent, node_key
 from swarm.ledger.audit import FindingCode, build_report, model_digest, open_data_dir
 from swarm.tensors import Layout, weights_digest
 
-from .conftest import SLS1, SLS2, build_swarm, digest, fp
+from .conftest import SENTINEL, SLS1, SLS2, build_swarm, digest, fp
 
 WEIGHTS = [np.arange(12, dtype=np.float32).reshape(3, 4), np.ones(5, dtype=np.float32)]
 
@@ -142,6 +142,18 @@ def test_history_that_breaks_the_contract_rules_is_named(clean_dir):
         assert any(f.code == FindingCode.RULE_VIOLATION and "without checking in" in f.message
                    and f.round == 1 and f.node == SLS1[0] for f in report.findings)
         history.events.insert(first, dropped)
+
+        # A member revoked before a round it was then sealed into.
+        seal2 = _events(history, "RoundSealed")[1]
+        revoked = LedgerEvent("Revoked", {"fingerprint": fp(SLS2[0]), "id": node_key(SLS2[0]), "reason": "forged",
+                                          "by": node_key(SENTINEL)},
+                              history.events[seal2].block_number, b"\x00" * 32, 0)
+        history.events.insert(seal2, revoked)
+        report = build_report(history)
+        assert any(f.code == FindingCode.RULE_VIOLATION and "revoked member entered" in f.message
+                   and f.round == 2 and f.node == SLS2[0] for f in report.findings)
+        assert FindingCode.REVOKED_MEMBER in codes(report)
+        history.events.remove(revoked)
 
         # A merge committed for a node that was no participant.
         outsider = LedgerEvent("MergeCommitted", {"round": 3, "id": node_key(SLS1[2]), "digest": digest("z")},
