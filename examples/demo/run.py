@@ -38,6 +38,9 @@ sys.path.insert(0, str(HERE.parent / "common"))
 import launch  # noqa: E402
 
 from swarm.data import load_digits, partition  # noqa: E402
+from swarm.identity import load_tls  # noqa: E402
+from swarm.network.sn_client import SNClient  # noqa: E402
+from swarm.progress import describe  # noqa: E402
 
 SITES = ("hospital-a", "hospital-b", "hospital-c")
 TRAIN = HERE / "train.py"
@@ -84,8 +87,33 @@ class NodeStatus:
             self.state = "finished"
 
 
-def progress_table(nodes: dict[str, NodeStatus], started: float) -> Table:
-    table = Table(title=f"Swarm training ({time.monotonic() - started:.0f} s)")
+class SwarmLine:
+    """The swarm's one-line progress (round, who is missing, for how long), from the SN's
+    read model through an administrator (swci) certificate; refreshed once a second."""
+
+    def __init__(self, run_dir: Path, sn_api_port: int):
+        certs = launch.cert_dir(run_dir, 1)
+        tls = load_tls(certs / "swci-1-cert.pem", certs / "swci-1-key.pem", certs / "ca" / "capath")
+        self._sn = SNClient(f"127.0.0.1:{sn_api_port}", tls, timeout_s=2.0, retry_s=0.0)
+        self._at = 0.0
+        self.text = ""
+
+    def refresh(self) -> str:
+        if time.monotonic() - self._at >= 1.0:
+            self._at = time.monotonic()
+            try:
+                self.text = describe(self._sn.view())
+            except Exception:  # noqa: BLE001 - the SN may still be starting; keep the last line
+                pass
+        return self.text
+
+    def close(self) -> None:
+        self._sn.close()
+
+
+def progress_table(nodes: dict[str, NodeStatus], started: float, swarm_line: str = "") -> Table:
+    table = Table(title=f"Swarm training ({time.monotonic() - started:.0f} s)",
+                  caption=swarm_line or None, caption_justify="left")
     for column in ("SL node", "site", "state", "epoch", "sync rounds", "merged model acc",
                    "last round"):
         table.add_column(column, justify="left" if column in ("SL node", "site", "state")
@@ -134,6 +162,7 @@ def run_swarm(run_dir: Path) -> dict[str, NodeStatus]:
         procs = [fleet.start(name, launch.sl_command(args, ports, i))
                  for i, name in enumerate(nodes, start=1)]
         started = time.monotonic()
+        swarm_line = SwarmLine(run_dir, ports.sn_api)
         with Live(progress_table(nodes, started), console=console, refresh_per_second=4) as live:
             while any(p.poll() is None for p in procs):
                 if time.monotonic() - started > DEADLINE_S:
@@ -143,9 +172,10 @@ def run_swarm(run_dir: Path) -> dict[str, NodeStatus]:
                     break  # a failed node: its peers would wait for it in vain
                 for name, node in nodes.items():
                     node.read_rounds(run_dir / name / "rounds.jsonl")
-                live.update(progress_table(nodes, started))
+                live.update(progress_table(nodes, started, swarm_line.refresh()))
                 time.sleep(0.25)
-            live.update(progress_table(nodes, started))
+            live.update(progress_table(nodes, started, swarm_line.refresh()))
+        swarm_line.close()
         if not console.is_terminal:
             console.line()  # a live display in a log ends without one
         failed = [name for name, p in zip(nodes, procs) if p.wait() != 0]
