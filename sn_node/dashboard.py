@@ -48,6 +48,7 @@ COOKIE = "swarm_dashboard"
 PUSH_EVERY_S = 2.0
 MIN_PUSH_S = 0.5
 POLL_S = 0.1
+MAX_CONNECTIONS = 32  # beyond it: 503
 
 
 class SwarmView(Protocol):
@@ -197,7 +198,8 @@ class Dashboard:
         self._config = uvicorn.Config(self._app, host=host, port=port, http=_PeerCertProtocol,
                                       ssl_certfile=cert_file, ssl_context_factory=ssl_context,
                                       log_level="warning", access_log=False, lifespan="off",
-                                      timeout_graceful_shutdown=1)
+                                      # A few operators watch, not the world: bound what viewers cost.
+                                      limit_concurrency=MAX_CONNECTIONS, timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(self._config)
         self._thread: threading.Thread | None = None
         self.port = port
