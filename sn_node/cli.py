@@ -17,6 +17,7 @@ from sn_node import service
 from sn_node.node import READY_LINE, NodeConfig, StartupError, SwarmNetworkNode
 
 log = logging.getLogger("swarm.sn")
+DASHBOARD_PORT = 30380
 
 
 class Interrupted(BaseException):
@@ -80,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: off)")
     watch.add_argument("--metrics-ip", type=ip_address, default="127.0.0.1", metavar="IP",
                        help="address the metrics endpoint listens on (default 127.0.0.1)")
+    watch.add_argument("--dashboard", action="store_true",
+                       help="serve a live dashboard over HTTPS (this SN's certificate); open it "
+                            "with a certificate from --capath or the URL with the token printed "
+                            "at start")
+    watch.add_argument("--dashboard-host", type=ip_address, default="127.0.0.1", metavar="IP",
+                       help="with --dashboard: the address to serve it on (default 127.0.0.1)")
+    watch.add_argument("--dashboard-port", type=port, default=DASHBOARD_PORT, metavar="PORT",
+                       help=f"with --dashboard: its port (default {DASHBOARD_PORT})")
     run.add_argument("--log-level", default="INFO",
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -94,6 +103,9 @@ def parse_config(argv: list[str] | None) -> tuple[NodeConfig, argparse.Namespace
     if args.sn_api_port == args.sn_p2p_port:
         parser.error(f"--sn-api-port and --sn-p2p-port are both {args.sn_api_port}; "
                      "they need different ports")
+    if args.dashboard and args.dashboard_port in (args.sn_api_port, args.sn_p2p_port,
+                                                  args.metrics_port):
+        parser.error(f"--dashboard-port {args.dashboard_port} is also one of the SN's other ports")
     if args.ledger_key_file and not args.ledger_url:
         parser.error("--ledger-key-file goes with --ledger-url")
     if args.round_grace < 0 or args.liveness_timeout <= 0:
@@ -193,11 +205,26 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s while starting: stopping", signal.Signals(interrupted.signum).name)
         node.stop()
         return 0
+    dashboard = None
+    if args.dashboard:
+        from sn_node.dashboard import DASHBOARD_LINE, serve_dashboard
+
+        try:
+            dashboard = serve_dashboard(node, args.dashboard_host, args.dashboard_port,
+                                        args.cert, args.key)
+        except OSError as error:
+            print(f"run-sn: error: --dashboard-port {args.dashboard_port}: {error}", file=sys.stderr)
+            node.stop()
+            return 1
+        # The token is the browser's key: printed once, to the operator's terminal (or sn.log).
+        print(DASHBOARD_LINE.format(url=dashboard.token_url), flush=True)
     # Waits in slices: a signal delivered to another thread (gRPC's, the ledger's) only
     # sets a flag, which the main thread acts on the next time it runs Python code.
     while not stop.wait(0.5):
         pass
     log.info("stopping SN node %s", tls.identity.node_id)
+    if dashboard is not None:
+        dashboard.stop()
     node.stop()
     return 0
 
