@@ -52,6 +52,14 @@ STOP_TIMEOUT_S = 20.0
 PROCESS_TASK_TIMEOUT_S = 1800.0
 
 
+def program(script: str, module: str, scripts: bool = False) -> list[str]:
+    """How to run a swarm program: with `scripts`, its console script installed beside
+    this Python (what a user types; the module when it is not installed), else the
+    module run by this Python."""
+    path = Path(sys.executable).parent / script
+    return [str(path)] if scripts and path.exists() else [sys.executable, "-m", module]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -121,6 +129,12 @@ def share_cas(sites: Sequence[Site]) -> None:
                 shutil.copy(ca, target)
 
 
+def gen_cert_argv(root: Path, index: int, scripts: bool = False) -> list[str]:
+    """gen-cert for site-INDEX under `root`."""
+    return [*program("gen-cert", "certs.gen_cert", scripts), "-e", f"site-{index}",
+            "-i", str(index), "--out", str(root)]
+
+
 def make_workspace(root: Path, nodes: int) -> list[Site]:
     """Sites site-1..site-N under `root` (gen-cert for those not made yet), all trusting
     each other. Safe to call from several processes at once (a lock file in `root`)."""
@@ -131,8 +145,7 @@ def make_workspace(root: Path, nodes: int) -> list[Site]:
         for site in sites:
             if not site.cert("sl").exists():
                 shutil.rmtree(root / site.name, ignore_errors=True)  # half made: again
-                subprocess.run([sys.executable, "-m", "certs.gen_cert", "-e", site.name,
-                                "-i", str(site.index), "--out", str(root)], check=True,
+                subprocess.run(gen_cert_argv(root, site.index), check=True,
                                cwd=REPO, stdout=subprocess.DEVNULL, env=_env())
         share_cas(sites)
     return sites
@@ -154,7 +167,9 @@ class NodeProcess:
 
     def __init__(self, argv: list[str], env: Mapping[str, str] | None = None, *,
                  name: str = "", on_line: Callable[[str, str], None] | None = None,
-                 log: Path | None = None, cwd: Path | None = None):
+                 log: Path | None = None, cwd: Path | None = None, new_session: bool = False):
+        """`new_session`: the process in its own session, so that a terminal's Ctrl-C
+        reaches only this program, which then stops its processes in order."""
         self.argv = argv
         self.name = name
         self.lines: list[str] = []
@@ -163,7 +178,7 @@ class NodeProcess:
         self._log = log.open("w") if log is not None else None
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            errors="replace", cwd=cwd or REPO, env=_env(env))
+            errors="replace", cwd=cwd or REPO, env=_env(env), start_new_session=new_session)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -229,18 +244,49 @@ class NodeProcess:
         self._reader.join(5)
 
 
+def stop_all(procs: Sequence[NodeProcess]) -> None:
+    """SIGTERM to every live process at once, then waits for each (SIGKILL past the timeout)."""
+    live = [proc for proc in procs if proc.poll() is None]
+    for proc in live:
+        proc.proc.terminate()
+    for proc in live:
+        proc.stop(STOP_TIMEOUT_S)
+
+
+def wait_all(procs: Sequence[NodeProcess], timeout_s: float = PROCESS_TASK_TIMEOUT_S,
+             tick: Callable[[], None] | None = None,
+             on_failure: Callable[[], None] | None = None) -> list[int]:
+    """Every process's exit status. Once one fails the others are stopped (in a swarm
+    its peers would wait for it in vain; `on_failure()` is told first); past the timeout
+    all are stopped and TimeoutError raised. `tick()` runs every 0.1 s."""
+    deadline = time.monotonic() + timeout_s
+    while any(proc.poll() is None for proc in procs):
+        if any(proc.poll() not in (None, 0) for proc in procs):
+            if on_failure is not None:
+                on_failure()
+            stop_all(procs)
+            break
+        if time.monotonic() > deadline:
+            stop_all(procs)
+            raise TimeoutError(f"not finished within {timeout_s:.0f} s")
+        if tick is not None:
+            tick()
+        time.sleep(0.1)
+    return [proc.wait_exit(STOP_TIMEOUT_S) for proc in procs]
+
+
 def run_sn_argv(site: Site, data_dir: Path, api_port: int, p2p_port: int,
-                *extra: str) -> list[str]:
-    return [sys.executable, "-m", "sn_node.cli", *site.tls_args("sn"),
+                *extra: str, scripts: bool = False) -> list[str]:
+    return [*program("run-sn", "sn_node.cli", scripts), *site.tls_args("sn"),
             "--host-ip", "127.0.0.1", "--sn-api-port", str(api_port),
             "--sn-p2p-port", str(p2p_port), "--data-dir", str(data_dir), *extra]
 
 
 def run_sl_argv(site: Site, sn_api_port: int, data_dir: Path, fs_port: int, ml_cmd: str,
                 ml_env: Mapping[str, str], *extra: str,
-                ml_entrypoint: str | None = None) -> list[str]:
+                ml_entrypoint: str | None = None, scripts: bool = False) -> list[str]:
     """run-sl for a local-process sidecar: `ml_entrypoint` (default this Python) `ml_cmd`."""
-    argv = [sys.executable, "-m", "sl_node.cli", *site.tls_args("sl"),
+    argv = [*program("run-sl", "sl_node.cli", scripts), *site.tls_args("sl"),
             "--host-ip", "127.0.0.1", "--sn-ip", "127.0.0.1", "--sn-api-port", str(sn_api_port),
             "--sl-fs-port", str(fs_port), "--data-dir", str(data_dir),
             "--ml-entrypoint", ml_entrypoint or sys.executable, "--ml-cmd", ml_cmd, *extra]
@@ -260,8 +306,12 @@ def read_outcomes(path: Path) -> list[dict]:
 
 class LocalSwarm:
     """A sentinel SN and N SL nodes with their sidecars, as real processes on loopback
-    (see the module docstring). `sidecar` is the sidecar's argv (e.g. [python, train.py]);
-    `env` goes to every sidecar, `node_env(i)` to node i's (NODE_INDEX i, from 0)."""
+    (see the module docstring). `sidecar` is the sidecar's argv (e.g. [python, train.py]),
+    or with `entrypoint` (a command line, e.g. "python -m ml_sidecar") what that runs;
+    `env` goes to every sidecar, `node_env(i)` to node i's (NODE_INDEX i, from 0).
+    `port_base`: the SN's p2p port, its API port and one port per SL node following it
+    (0: free ports). `scripts`: the console scripts (run-sn, run-sl) where installed.
+    `new_session`: every process in its own session (see NodeProcess)."""
 
     def __init__(self, root: Path, nodes: int, sidecar: Sequence[str], *,
                  env: Mapping[str, object] | None = None,
@@ -269,7 +319,9 @@ class LocalSwarm:
                  sidecar_dir: Path | None = None, certs: Path | None = None,
                  sn_args: Sequence[str] = (), sl_args: Sequence[str] = (),
                  on_line: Callable[[str, str], None] | None = None,
-                 ready_timeout_s: float = SENTINEL_READY_TIMEOUT_S):
+                 ready_timeout_s: float = SENTINEL_READY_TIMEOUT_S,
+                 entrypoint: str | None = None, port_base: int = 0, scripts: bool = False,
+                 new_session: bool = False):
         if nodes < 1:
             raise ValueError(f"a swarm needs at least 1 node, not {nodes}")
         if not sidecar:
@@ -284,7 +336,11 @@ class LocalSwarm:
         self.sn_args, self.sl_args = list(sn_args), list(sl_args)
         self.on_line = on_line
         self.ready_timeout_s = ready_timeout_s
-        self.sites: list[Site] = []
+        self.entrypoint = entrypoint
+        self.port_base, self.scripts, self.new_session = port_base, scripts, new_session
+        self.sites = [Site(f"site-{i}", i, self.certs / f"site-{i}" / "cert")
+                      for i in range(1, nodes + 1)]
+        self.ports: list[int] = []  # SN p2p, SN API, then one per SL node
         self.sn: NodeProcess | None = None
         self.sls: list[NodeProcess] = []
         self.sn_api_port = 0
@@ -316,63 +372,62 @@ class LocalSwarm:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def start(self) -> LocalSwarm:
-        self.started = time.monotonic()
-        self.sites = make_workspace(self.certs, self.nodes)
-        for stale in ["sn-1", *(f"sl-{i}" for i in range(1, self.nodes + 1))]:
-            shutil.rmtree(self.root / stale, ignore_errors=True)  # a fresh ledger every run
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.sn_api_port = free_port()
-        self.sn = NodeProcess(
-            run_sn_argv(self.sites[0], self.root / "sn-1", self.sn_api_port, free_port(),
-                        "--sentinel", *self.sn_args),
-            name="sn-1", on_line=self.on_line, log=self.logs / "sn-1.log")
-        self.sn.wait_for(READY, self.ready_timeout_s)
+    def commands(self) -> list[list[str]]:
+        """The sentinel's, then every SL node's command line (ports chosen on first call)."""
+        if not self.ports:
+            base, count = self.port_base, self.nodes + 2
+            self.ports = ([base + k for k in range(count)] if base
+                          else [free_port() for _ in range(count)])
+        self.sn_api_port = self.ports[1]
+        sn = run_sn_argv(self.sites[0], self.root / "sn-1", self.sn_api_port, self.ports[0],
+                         "--sentinel", *self.sn_args, scripts=self.scripts)
+        sls = []
         for i in range(self.nodes):
             env = {"NODE_INDEX": i, "NUM_NODES": self.nodes, "MODEL_DIR": self.model_dir(i),
                    **self.env, **(self.node_env(i) if self.node_env else {})}
             extra = [*self.sl_args]
             if self.sidecar_dir is not None:
                 extra += ["--ml-w", str(self.sidecar_dir)]
-            argv = run_sl_argv(self.sites[i], self.sn_api_port, self.data_dir(i), free_port(),
-                               shlex.join(self.sidecar[1:]),
-                               {k: str(v) for k, v in env.items()}, *extra,
-                               ml_entrypoint=self.sidecar[0])
-            self.sls.append(NodeProcess(argv, name=f"sl-{i + 1}", on_line=self.on_line,
-                                        log=self.logs / f"sl-{i + 1}.log"))
+            entrypoint, cmd = ((self.entrypoint, self.sidecar) if self.entrypoint is not None
+                               else (self.sidecar[0], self.sidecar[1:]))
+            sls.append(run_sl_argv(self.sites[i], self.sn_api_port, self.data_dir(i),
+                                   self.ports[2 + i], shlex.join(cmd),
+                                   {k: str(v) for k, v in env.items()}, *extra,
+                                   ml_entrypoint=entrypoint, scripts=self.scripts))
+        return [sn, *sls]
+
+    def start(self) -> LocalSwarm:
+        self.started = time.monotonic()
+        self.sites = make_workspace(self.certs, self.nodes)
+        for stale in ["sn-1", *(f"sl-{i}" for i in range(1, self.nodes + 1))]:
+            shutil.rmtree(self.root / stale, ignore_errors=True)  # a fresh ledger every run
+        self.logs.mkdir(parents=True, exist_ok=True)
+        sn, *sls = self.commands()
+        self.sn = self._process(sn, "sn-1")
+        self.sn.wait_for(READY, self.ready_timeout_s)
+        self.sls = [self._process(argv, f"sl-{i + 1}") for i, argv in enumerate(sls)]
         return self
+
+    def _process(self, argv: list[str], name: str) -> NodeProcess:
+        return NodeProcess(argv, name=name, on_line=self.on_line,
+                           log=self.logs / f"{name}.log", new_session=self.new_session)
 
     def poll(self) -> list[int | None]:
         return [sl.poll() for sl in self.sls]
 
     def wait(self, timeout_s: float = PROCESS_TASK_TIMEOUT_S,
-             tick: Callable[[], None] | None = None) -> list[int]:
-        """Every SL node's exit status. Once one fails the others are stopped; past the
-        timeout all are stopped and TimeoutError raised. `tick()` runs every 0.25 s."""
-        deadline = time.monotonic() + timeout_s
-        while any(code is None for code in self.poll()):
-            if any(code not in (None, 0) for code in self.poll()):
-                self._stop_nodes()
-                break
-            if time.monotonic() > deadline:
-                self._stop_nodes()
-                raise TimeoutError(f"the swarm did not finish within {timeout_s:.0f} s; "
-                                   f"logs in {self.logs}")
-            if tick is not None:
-                tick()
-            time.sleep(0.1)
-        return [sl.wait_exit(STOP_TIMEOUT_S) for sl in self.sls]
-
-    def _stop_nodes(self) -> None:
-        live = [sl for sl in self.sls if sl.poll() is None]
-        for sl in live:
-            sl.proc.terminate()
-        for sl in live:
-            sl.stop(STOP_TIMEOUT_S)
+             tick: Callable[[], None] | None = None,
+             on_failure: Callable[[], None] | None = None) -> list[int]:
+        """Every SL node's exit status (see wait_all); TimeoutError names the logs."""
+        try:
+            return wait_all(self.sls, timeout_s, tick, on_failure)
+        except TimeoutError:
+            raise TimeoutError(f"the swarm did not finish within {timeout_s:.0f} s; "
+                               f"logs in {self.logs}") from None
 
     def stop(self) -> None:
         """Stops every live process: the SL nodes, then the sentinel they need until gone."""
-        self._stop_nodes()
+        stop_all(self.sls)
         if self.sn is not None:
             self.sn.stop(STOP_TIMEOUT_S)
 
