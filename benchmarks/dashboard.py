@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import shutil
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,44 +33,9 @@ from rich.table import Table
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(HERE))
-
-from sl_node.round_driver import OUTCOMES_FILE, read_outcomes  # noqa: E402
-from sn_control_plane import READY, Workspace, free_port  # noqa: E402
 
 from sn_node.dashboard import COOKIE, DASHBOARD_LINE  # noqa: E402
-
-
-class SentinelSN:
-    """run-sn --sentinel, optionally with --dashboard; keeps reading its output."""
-
-    def __init__(self, ws: Workspace, data_dir: Path, dashboard_port: int | None):
-        self.api_port = free_port()
-        argv = [sys.executable, "-m", "sn_node.cli", "--sentinel", *ws.tls_args("sn", 1),
-                "--sn-api-port", str(self.api_port), "--sn-p2p-port", str(free_port()),
-                "--data-dir", str(data_dir), "--round-grace", "5", "--log-level", "WARNING"]
-        if dashboard_port:
-            argv += ["--dashboard", "--dashboard-port", str(dashboard_port)]
-        self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.token_url = ""
-        wanted = DASHBOARD_LINE.split("{")[0] if dashboard_port else READY
-        for line in self.proc.stdout:
-            if wanted in line:
-                if dashboard_port:
-                    self.token_url = line.split(": ", 1)[1].strip()
-                break
-        else:
-            raise RuntimeError(f"run-sn exited with {self.proc.wait()} before it was ready")
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-        self.token = self.token_url.partition("?token=")[2]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+from swarm.lab.launch import LocalSwarm, free_port  # noqa: E402
 
 
 def https(port: int) -> http.client.HTTPSConnection:
@@ -103,53 +66,52 @@ class Viewer(threading.Thread):
         conn.close()
 
 
-def run_swarm(ws: Workspace, tmp: Path, nodes: int, rounds: int, model_bytes: int, dashboard: bool,
-              viewers: int, tag: str):
-    """One swarm run: (median round time, rounds measured, SSE events seen, the SN if kept)."""
+def run_swarm(certs: Path, tmp: Path, nodes: int, rounds: int, model_bytes: int,
+              dashboard: bool, viewers: int, tag: str):
+    """One swarm run (the launcher library's LocalSwarm): (median round time, rounds
+    measured, SSE events seen, the swarm with its SN still running if dashboard, the
+    dashboard's port, its token URL). The caller stops a returned swarm."""
     port = free_port() if dashboard else None
-    sn = SentinelSN(ws, tmp / f"sn-{tag}", port)
-    watchers = [Viewer(port, sn.token) for _ in range(viewers if dashboard else 0)]
-    for w in watchers:
-        w.start()
-    procs = []
+    sn_args = ["--round-grace", "5", "--log-level", "WARNING"]
+    if dashboard:
+        sn_args += ["--dashboard", "--dashboard-port", str(port)]
+    swarm = LocalSwarm(tmp / f"run-{tag}", nodes, [sys.executable, str(HERE / "synthetic_sidecar.py")],
+                       env={"MIN_PEERS": nodes, "ROUNDS": rounds, "MODEL_BYTES": model_bytes},
+                       certs=certs, sn_args=sn_args,
+                       sl_args=["--peer-timeout", "30", "--log-level", "WARNING"])
+    watchers: list[Viewer] = []
     try:
-        for i in range(nodes):
-            argv = [sys.executable, "-m", "sl_node.cli", *ws.tls_args("sl", i + 1),
-                    "--host-ip", "127.0.0.1", "--sn-ip", "127.0.0.1", "--sn-api-port", str(sn.api_port),
-                    "--sl-fs-port", str(free_port()), "--data-dir", str(tmp / f"sl-{tag}-{i}"),
-                    "--peer-timeout", "30", "--log-level", "WARNING",
-                    "--ml-entrypoint", sys.executable, "--ml-cmd", str(HERE / "synthetic_sidecar.py")]
-            for key, value in {"NODE_INDEX": i, "MIN_PEERS": nodes, "ROUNDS": rounds, "MODEL_BYTES": model_bytes,
-                               "MODEL_DIR": tmp / f"model-{tag}-{i}"}.items():
-                argv += ["--ml-e", f"{key}={value}"]
-            procs.append(subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
-        for proc in procs:
-            if proc.wait(1800) != 0:
-                raise RuntimeError(f"an SL node of run {tag} failed (exit {proc.returncode})")
+        swarm.start()
+        token_url = ""
+        if dashboard:
+            token_url = swarm.sn.wait_for(DASHBOARD_LINE.split("{")[0]).split(": ", 1)[1].strip()
+        token = token_url.partition("?token=")[2]
+        watchers = [Viewer(port, token) for _ in range(viewers if dashboard else 0)]
+        for w in watchers:
+            w.start()
+        codes = swarm.wait(1800)
+        if any(codes):
+            raise RuntimeError(f"an SL node of run {tag} failed (exits {codes}); logs in {swarm.logs}")
     except BaseException:
-        sn.stop()
+        swarm.stop()
         raise
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
         for w in watchers:
             w.stop_flag.set()
     per_round: dict[int, list[float]] = {}
     for i in range(nodes):
-        for r in read_outcomes(tmp / f"sl-{tag}-{i}" / OUTCOMES_FILE):
+        for r in swarm.outcomes(i):
             if r["status"] == "merged":
                 per_round.setdefault(r["round"], []).append(r["control_s"] + r["exchange_s"])
     complete = [max(v) for k, v in sorted(per_round.items()) if len(v) == nodes][1:]  # round 1 waits for start-up
     events = sum(w.events for w in watchers)
     if not dashboard:
-        sn.stop()
-        sn = None
-    return statistics.median(complete), len(complete), events, sn, port
+        swarm.stop()
+    return statistics.median(complete), len(complete), events, swarm, port, token_url
 
 
-def page_figures(sn: SentinelSN, port: int, loads: int) -> dict:
-    cookie = {"Cookie": f"{COOKIE}={sn.token}"}
+def page_figures(token_url: str, port: int, loads: int) -> dict:
+    cookie = {"Cookie": f"{COOKIE}={token_url.partition('?token=')[2]}"}
     out: dict = {}
     times, page = [], b""
     for _ in range(20):
@@ -188,7 +150,7 @@ def page_figures(sn: SentinelSN, port: int, loads: int) -> dict:
         options.add_argument(arg)
     page_driver = webdriver.Chrome(service=Service(driver), options=options)
     try:
-        page_driver.get(sn.token_url)  # sets the cookie
+        page_driver.get(token_url)  # sets the cookie
         loaded, live = [], []
         for _ in range(loads):
             page_driver.get(f"https://127.0.0.1:{port}/")
@@ -218,7 +180,7 @@ def main() -> int:
     console = Console()
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp_name:
         tmp = Path(tmp_name)
-        ws = Workspace(tmp / "ws", args.nodes)
+        certs = tmp / "ws"  # made by the first run, reused by the others
         off, on, events = [], [], 0
         kept = None
         for rep in range(args.repeats):
@@ -226,12 +188,13 @@ def main() -> int:
                 if kept is not None:
                     kept[0].stop()
                     kept = None
-                median, n, seen, sn, port = run_swarm(ws, tmp, args.nodes, args.rounds, args.model_kb * 1024,
-                                                      dashboard, args.viewers, f"{rep}-{int(dashboard)}")
+                median, n, seen, swarm, port, token_url = run_swarm(
+                    certs, tmp, args.nodes, args.rounds, args.model_kb * 1024, dashboard,
+                    args.viewers, f"{rep}-{int(dashboard)}")
                 (on if dashboard else off).append(median)
                 events += seen
-                if sn is not None:
-                    kept = (sn, port)
+                if dashboard:
+                    kept = (swarm, port, token_url)
         table = Table(title=f"Round time with and without the dashboard: N={args.nodes}, "
                             f"{args.rounds} rounds, {args.model_kb} KB model, {args.viewers} live viewers")
         for col in ("dashboard", "median round (s)", "runs"):
@@ -242,7 +205,7 @@ def main() -> int:
         console.print(table)
         console.print(f"server-sent events received by the viewers: {events}")
         try:
-            figures = page_figures(kept[0], kept[1], args.loads)
+            figures = page_figures(kept[2], kept[1], args.loads)
         finally:
             kept[0].stop()
         table = Table(title="The dashboard page (read model holding the whole run)")

@@ -60,6 +60,9 @@ class Workspace:
         """The certificates of index `index` (all under the one CA)."""
         return Site("bench", index, self.dir)
 
+    def tls_args(self, role: str, index: int) -> list[str]:
+        return self.site(index).tls_args(role)
+
     def material(self, role: str, index: int):
         return self.site(index).material(role)
 
