@@ -171,7 +171,9 @@ class SwarmCallbackCore:
     def _decide_step(self) -> None:
         """Once, at the first regular sync: plain averaging, or AdaptiveStep."""
         self._step_decided = True
-        name, trained = self._optimizer() if self._optimizer else (None, [])
+        if self._optimizer is None:  # the NumPy callback: no optimizer to see
+            return
+        name, trained = self._optimizer()
         if name is None:
             self.logger.info("Could not see this model's optimizer: sending the model as "
                              "it is (plain averaging)")
