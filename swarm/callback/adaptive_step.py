@@ -65,7 +65,7 @@ class AdaptiveStep:
 
     def outgoing(self, flat: np.ndarray, peers: int) -> np.ndarray:
         """The update to send for this node's model `flat`, with `peers` contributors."""
-        if self._merged is None:
+        if self._merged is None or peers <= 1:  # alone, a node trains as it would locally
             return flat
         out = flat.copy()
         m = self.mask

@@ -30,8 +30,9 @@ def test_update_is_scaled_by_the_peers_plus_momentum_on_trained_elements_only():
     assert np.allclose(sent[:2], second[:2] + 2 * (local[:2] - second[:2])
                        + MOMENTUM * (second[:2] - first[:2]))
     assert sent.dtype == np.float32
+    assert np.array_equal(step.outgoing(local, 1), local)  # alone: as if training locally
     step.loaded(first, 4)  # a round missed here: no step to carry on
-    assert np.allclose(step.outgoing(local, 1), local)
+    assert np.allclose(step.outgoing(local, 3), np.where(mask, first + 3 * (local - first), local))
 
 
 def test_adam_family_names():
