@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from swarm.callback.adaptive_step import AdaptiveStep, is_adaptive
 from swarm.callback.channel import LocalChannel
 from swarm.callback.params import SwarmParams, _parse
 from swarm.files import atomic_target
@@ -79,7 +80,8 @@ class SwarmCallbackCore:
                  val_loss: Callable[[], float] | None = None,
                  channel: LocalChannel | None = None,
                  save_final: Callable[[Weights, Path], Path] | None = None,
-                 weight_names: Callable[[], list[str]] | None = None):
+                 weight_names: Callable[[], list[str]] | None = None,
+                 optimizer: Callable[[], tuple[str | None, list[bool]]] | None = None):
         if params.use_adaptive_sync and val_loss is None:
             raise ValueError("useAdaptiveSync needs a validation loss to adapt to: "
                              "give adsValData (and, for PyTorch, lossFunction)")
@@ -93,6 +95,12 @@ class SwarmCallbackCore:
         self._owns_channel = channel is None
         self._save = save_final or save_npz
         self._weight_names = weight_names
+        # The adapter's view of the training: (optimizer class name or None when it
+        # cannot tell, which tensors it trains); an Adam-family one gets AdaptiveStep.
+        self._optimizer = optimizer
+        self._step: AdaptiveStep | None = None
+        self._step_decided = not params.adam_step_scaling
+        self._peers = params.min_peers
         self._layout: Layout | None = None
         self._interval = params.sync_frequency
         self._since_sync = 0
@@ -100,6 +108,7 @@ class SwarmCallbackCore:
         self._rounds = 0
         self._prev_val_loss: float | None = None
         self._last_merged: np.ndarray | None = None
+        self._last_round = 0
         self._swarm_done = False
         self._finished = False
         self._merge_listeners: list[Callable[[int], None]] = []
@@ -167,6 +176,34 @@ class SwarmCallbackCore:
                              "merged model")
         self._sync("begin", weights)
 
+    def _decide_step(self) -> None:
+        """Once, at the first regular sync: plain averaging, or AdaptiveStep."""
+        self._step_decided = True
+        if self._optimizer is None:  # the NumPy callback: no optimizer to see
+            return
+        name, trained = self._optimizer()
+        if name is None:
+            self.logger.info("Could not see this model's optimizer: sending the model as "
+                             "it is (plain averaging)")
+            return
+        if not is_adaptive(name):
+            return
+        mask = np.zeros(self._layout.size, dtype=bool)
+        for offset, spec, on in zip(self._layout.offsets, self._layout.tensors, trained):
+            mask[offset:offset + spec.size] = on
+        self._step = AdaptiveStep(mask)
+        if self._last_merged is not None:
+            self._step.loaded(self._last_merged, self._last_round)
+        self.logger.info("The optimizer is %s, whose steps are normalised per coordinate: "
+                         "this node sends its update times the number of peers, plus "
+                         "momentum, so that the merge adds the peers' steps "
+                         "(adamStepScaling=False: plain averaging)", name)
+
+    def _outgoing(self, flat: np.ndarray) -> np.ndarray:
+        if not self._step_decided:
+            self._decide_step()
+        return flat if self._step is None else self._step.outgoing(flat, self._peers)
+
     def on_batch_end(self) -> None:
         """Counts one batch; every `sync_interval` batches, one sync round."""
         if self.loopback:
@@ -210,6 +247,8 @@ class SwarmCallbackCore:
                 flat = self._last_merged
             else:
                 flat = self._flatten(self._get())
+                if mode == "snapshot":
+                    flat = self._outgoing(flat)
             self.logger.info("Training ended here; waiting for the swarm to finish "
                              "(checkinModelOnTrainEnd=%s)", mode)
             started = time.monotonic()
@@ -254,6 +293,8 @@ class SwarmCallbackCore:
 
     def _sync(self, kind: str, weights: Weights | None = None) -> None:
         flat = self._flatten(self._get() if weights is None else weights)
+        if kind == "regular":
+            flat = self._outgoing(flat)
         if self._last_merged is not None:
             for transform in self._update_transforms:
                 sent = np.asarray(transform(flat, self._last_merged), dtype=flat.dtype)
@@ -268,7 +309,10 @@ class SwarmCallbackCore:
         self._log_round(result, kind, elapsed)
         if merged is not None:
             self._load(merged, "final model" if result.swarm_done else "merged model")
-            self._last_merged = merged
+            self._last_merged, self._last_round = merged, result.round
+            self._peers = max(1, result.participants or self._peers)
+            if self._step is not None:
+                self._step.loaded(merged, result.round)
         if result.swarm_done:
             if merged is None:
                 self.logger.warning("The swarm is done but the SL node sent no final model: "
