@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from dataclasses import replace
 from typing import Callable
 
 from swarm.protos import sn_api_pb2 as pb
@@ -24,11 +25,23 @@ class Outcomes:
 
     def __init__(self, *sinks: Callable):
         self._sinks = list(sinks)
+        self._metrics: tuple[int, dict[str, float]] | None = None
+        self._metrics_lock = threading.Lock()
+
+    def note_metrics(self, round_number: int, metrics: dict[str, float]) -> None:
+        """The sidecar's validation metrics of round `round_number`'s merged model:
+        put on the next outcome (that round's own outcome is already recorded)."""
+        with self._metrics_lock:
+            self._metrics = (round_number, dict(metrics))
 
     def add(self, sink: Callable) -> None:
         self._sinks.append(sink)
 
     def __call__(self, outcome) -> None:
+        with self._metrics_lock:
+            pending, self._metrics = self._metrics, None
+        if pending is not None and not outcome.metrics_round:
+            outcome = replace(outcome, metrics_round=pending[0], metrics=pending[1])
         for i, sink in enumerate(self._sinks):
             if i == 0:
                 sink(outcome)  # the log of record: its failure is the caller's to see
@@ -47,7 +60,8 @@ def to_report(outcome) -> pb.OutcomeReport:
         exchange_s=outcome.exchange_s, bytes_sent=outcome.bytes_sent,
         bytes_received=outcome.bytes_received, model_bytes=outcome.model_bytes,
         merged_digest=outcome.merged_digest, merge_method=outcome.merge_method,
-        agreed={None: 0, True: 1, False: 2}[outcome.agreed], finished_at=outcome.finished_at)
+        agreed={None: 0, True: 1, False: 2}[outcome.agreed], finished_at=outcome.finished_at,
+        metrics=outcome.metrics, metrics_round=outcome.metrics_round)
 
 
 class OutcomeReporter:

@@ -60,6 +60,11 @@ class RoundOutcome:
     healed_from: str = ""
     heal_s: float = 0.0                  # spent fetching the agreed model
     finished_at: float = 0.0             # unix seconds
+    # Validation metrics (e.g. val_loss) the sidecar measured on the merged model of
+    # round metrics_round (0: none). They reach the node after that round's outcome
+    # was recorded, so they ride on the node's next outcome, whatever its status.
+    metrics: dict[str, float] = field(default_factory=dict)
+    metrics_round: int = 0
 
     @property
     def merged(self) -> bool:

@@ -28,7 +28,7 @@ from swarm.protos import sn_api_pb2_grpc as pb_grpc
 
 from sn_node.directory import MemberDirectory
 from sn_node.ledger_loop import LedgerLoop
-from sn_node.ledger_tunnel import LedgerTunnelProvider
+from swarm.ledger.tunnel import LedgerTunnelProvider
 from sn_node.read_model import ReadModel
 from sn_node.rounds import RoundBook
 from sn_node.service import LedgerPeerServicer, SwarmNetworkServicer

@@ -40,7 +40,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from swarm.ledger import Member, node_key
@@ -333,6 +333,16 @@ class ReadModel:
             if round_number > (self._book.last_sealed or 0) - self._keep_rounds:
                 self._round(round_number).reports[node_id] = outcome
                 self._changed(self._event("outcome", round_number, node_id, outcome.status))
+
+    def note_metrics(self, node_id: str, round_number: int, metrics: dict[str, float]) -> None:
+        """Validation metrics an SL node measured on round `round_number`'s merged model
+        (reported with a later outcome): onto its report of that round, if kept."""
+        with self._lock:
+            record = self._rounds.get(round_number)
+            report = record.reports.get(node_id) if record else None
+            if report is not None:
+                record.reports[node_id] = replace(report, metrics=dict(metrics))
+                self._changed(None)
 
     # --- inside ------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -447,6 +448,9 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
             dropped={k[:128]: v[:256] for k, v in request.dropped.items()},
             agreed={1: True, 2: False}.get(request.agreed))
         self._view.note_outcome(who.node_id, outcome, request.round)
+        metrics = {k[:64]: v for k, v in request.metrics.items() if math.isfinite(v)}
+        if metrics and 0 < request.metrics_round <= request.round and len(metrics) <= 32:
+            self._view.note_metrics(who.node_id, request.metrics_round, metrics)
         if self._on_outcome is not None:
             self._on_outcome(who.node_id, request)
         return pb.OutcomeAck()

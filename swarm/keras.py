@@ -143,6 +143,9 @@ class SwarmCallback(CoreViews, keras.callbacks.Callback):
         finally:
             for variable, value in saved:
                 variable.assign(value)
+        for name, value in result.items():  # the compiled metrics, e.g. accuracy
+            if name != "loss" and np.ndim(value) == 0:
+                self._core.record_metric(name, float(value))
         return float(result["loss"])
 
     def _save_final(self, weights, directory: Path) -> Path:

@@ -67,6 +67,9 @@ class NodeOutcome:
     bytes_received: int
     dropped: dict[str, str]        # node id -> why its update was not taken
     agreed: bool | None
+    # Validation metrics (e.g. val_loss) of this round's merged model as the node's
+    # sidecar measured it; they arrive with the node's next report.
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -277,6 +277,8 @@ class SwarmCallback(CoreViews):
             value = metric.compute()
             shown = f"{float(value):.6g}" if value.numel() == 1 else str(value.tolist())
             self._core.logger.info("Validation %s: %s", type(metric).__name__, shown)
+            if value.numel() == 1:
+                self._core.record_metric(type(metric).__name__, float(value))
             metric.reset()
         return total / count if self._can_measure_loss() else None
 

@@ -107,6 +107,7 @@ class SwarmCallbackCore:
         self._batches = 0
         self._rounds = 0
         self._prev_val_loss: float | None = None
+        self._metrics: dict[str, float] = {}  # of the merged model last validated
         self._last_merged: np.ndarray | None = None
         self._last_round = 0
         self._swarm_done = False
@@ -361,14 +362,35 @@ class SwarmCallbackCore:
         check_finite(flat, self._layout, who=f"the {what} from the SL node")
         self._set(self._layout.unflatten(flat))
 
+    def record_metric(self, name: str, value: float) -> None:
+        """For adapters, while validating a merged model: one more metric (e.g. the
+        metricFunction's value) to report with the validation loss."""
+        self._metrics[name] = float(value)
+
     def _after_merge(self, round_no: int) -> None:
+        self._metrics = {}
         loss = self._val_loss()
+        if loss is not None:
+            self._metrics["val_loss"] = float(loss)
+        self._report_metrics(round_no)
         if loss is None:  # the adapter had nothing to measure a loss with
             return
         loss = float(loss)
         self.logger.info("Validation loss after round %d: %.6g", round_no, loss)
         if self.params.use_adaptive_sync:
             self._adapt(loss)
+
+    def _report_metrics(self, round_no: int) -> None:
+        # For the SL node's round records and the SN's dashboard; training goes on
+        # without them when the SL node cannot take them (e.g. an older one).
+        metrics = {k: v for k, v in self._metrics.items() if math.isfinite(v)}
+        if not metrics or not hasattr(self._channel, "report_metrics"):
+            return
+        try:
+            self._channel.report_metrics(round_no, metrics)
+        except Exception as error:  # noqa: BLE001 - metrics are never worth a failed run
+            self.logger.warning("Could not report the validation metrics of round %d to "
+                                "the SL node: %s", round_no, error)
 
     def _adapt(self, loss: float) -> None:
         previous, self._prev_val_loss = self._prev_val_loss, loss

@@ -78,7 +78,7 @@ def _history(args, parser):
             parser.error("--sn needs --cert, --key and --capath (an SN certificate of the swarm)")
         from web3 import Web3
 
-        from sn_node.ledger_tunnel import LedgerTunnelProvider
+        from swarm.ledger.tunnel import LedgerTunnelProvider
         from swarm.identity import TlsConfigError, load_tls
         from swarm.network.sn_client import SNClient
 
@@ -94,7 +94,8 @@ def _history(args, parser):
             raise LedgerError("audit", f"{args.sn} keeps its ledger on an external chain: read it there with "
                                        f"--ledger-url URL --contract {status.contract_address}")
         host = args.sn.rsplit(":", 1)[0]
-        tunnel = LedgerTunnelProvider(f"{host}:{args.sn_p2p_port}", tls)
+        # One eth_getLogs may span the whole history: give it longer than a node's calls.
+        tunnel = LedgerTunnelProvider(f"{host}:{args.sn_p2p_port}", tls, timeout_s=120.0)
         try:
             yield read_history(Web3(tunnel), status.contract_address, first_block=args.from_block or 0,
                                source=f"SN {args.sn}")

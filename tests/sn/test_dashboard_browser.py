@@ -1,6 +1,6 @@
 """The dashboard of a real running swarm in headless Chromium (Debian's chromium and
 chromium-driver, driven by Selenium): it loads over HTTPS with the token printed at start,
-shows the members and the advancing round, and updates live without a reload. Afterwards
+shows the members, the advancing round and the merged model's validation metrics, and updates live without a reload. Afterwards
 `swarm ledger verify` passes on the sentinel's data directory (offline) and through the
 running sentinel, with the saved models."""
 from __future__ import annotations
@@ -64,7 +64,9 @@ def test_dashboard_of_a_running_swarm_in_chromium(sites, start_sn, start_sl, tmp
     url = sn.proc.wait_for(DASHBOARD_LINE.split("{")[0]).split(": ", 1)[1].strip()
     assert url.startswith(f"https://127.0.0.1:{port}/?token=")
 
-    env = {"NUM_NODES": "2", "MAX_EPOCHS": "8", "MIN_PEERS": "2", "SYNC_FREQUENCY": "2"}
+    # VALIDATE=1: the sidecars measure each merged model, which the page plots.
+    env = {"NUM_NODES": "2", "MAX_EPOCHS": "8", "MIN_PEERS": "2", "SYNC_FREQUENCY": "2",
+           "VALIDATE": "1"}
     nodes = [start_sl(site, sn, SIDECAR, {**env, "NODE_INDEX": str(i), "MODEL_DIR": str(tmp_path / f"m{i}")})
              for i, site in enumerate((alpha, beta))]
     procs = [p for p, _ in nodes]
@@ -87,13 +89,17 @@ def test_dashboard_of_a_running_swarm_in_chromium(sites, start_sn, start_sl, tmp
         page.execute_script("window.notReloaded = true")
         sl_ids = [f"{site.name}/sl-{site.index}" for site in (alpha, beta)]
 
+        # Read in one script: the page re-renders on every update, so an element found
+        # by one WebDriver call may be gone by the next (StaleElementReference).
         def members():
-            rows = page.find_elements("css selector", "#members tbody tr")
-            return {r.get_attribute("data-node") for r in rows} >= set(sl_ids)
+            rows = page.execute_script("return [...document.querySelectorAll("
+                                       "'#members tbody tr')].map(r => r.dataset.node)")
+            return set(rows) >= set(sl_ids)
         wait_until("both SL nodes listed as members", members, 90, procs)
 
         def round_shown() -> int:
-            text = page.find_element("id", "current-round").text
+            text = page.execute_script("const e = document.getElementById('current-round');"
+                                       "return e ? e.textContent : ''")
             return int(text.split()[1]) if text.startswith("round ") else 0
         first = wait_until("a round in progress", round_shown, 90, procs)
         later = wait_until(f"a round after {first}", lambda: round_shown() > first and round_shown(), 120, procs)
@@ -101,6 +107,9 @@ def test_dashboard_of_a_running_swarm_in_chromium(sites, start_sn, start_sl, tmp
         assert page.find_element("id", "live").text == "live"
         wait_until("a plotted round time", lambda: page.find_elements("css selector", "#times svg polyline"),
                    60, procs)
+        wait_until("plotted validation metrics",
+                   lambda: page.find_elements("css selector", "#metrics svg polyline"), 60, procs)
+        assert "val_loss" in page.execute_script("return document.getElementById('metrics').textContent")
         shot = tmp_path / "dashboard.png"
         page.save_screenshot(str(shot))
         print(f"dashboard screenshot: {shot} (rounds {first} -> {later}, page load {load_s:.2f} s)")

@@ -76,8 +76,12 @@ def test_rounds_record_timings_reports_and_dropped_nodes():
     view.note_outcome("a/sl-1", NodeOutcome("a/sl-1", "merged", "", 2.5, 2.0, 100, 90,
                                             {"c/sl-1": "did not check in"}, True), 1)
     view.note_outcome("b/sl-1", NodeOutcome("b/sl-1", "merged", "", 2.4, 1.9, 80, 70, {}, False), 1)
+    # Validation metrics of round 1's merged model, from b's next report: onto round 1.
+    view.note_metrics("b/sl-1", 1, {"val_loss": 0.7})
+    view.note_metrics("b/sl-1", 9, {"val_loss": 0.1})  # a round not kept: ignored
     view.note_finished(c, 1)
     [r] = view.snapshot().rounds
+    assert [o.metrics for o in r.reports] == [{}, {"val_loss": 0.7}]
     assert (r.state, r.participants, r.seal_wait_s, r.merge_s) == ("merged", ["a/sl-1", "b/sl-1"],
                                                                    1.5, 2.0)
     assert r.merged_digest == "01" * 32 and r.disagreed == ["b/sl-1"]
