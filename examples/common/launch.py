@@ -161,6 +161,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment for every training program (repeatable), "
                              "e.g. -e MAX_EPOCHS=2")
+    parser.add_argument("--attack", metavar="KIND",
+                        help="make --poison-ratio of the nodes attack (labelflip, backdoor, "
+                             "signflip, gaussian): the same as -e ATTACK=KIND")
+    parser.add_argument("--poison-ratio", type=float, metavar="R",
+                        help="share of the nodes that attack: the same as -e POISON_RATIO=R")
     parser.add_argument("--local", action="store_true",
                         help="no swarm: train each node's share alone (the local baseline)")
     parser.add_argument("--certs-only", action="store_true",
@@ -171,6 +176,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--train and --data-format are needed (run.sh sets them)")
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
+    # The training program reads them from its environment (examples/common/example.py).
+    if args.attack is not None:
+        args.env.append(f"ATTACK={args.attack}")
+    if args.poison_ratio is not None:
+        args.env.append(f"POISON_RATIO={args.poison_ratio}")
     for pair in args.env:
         if "=" not in pair or pair.startswith("="):
             parser.error(f"-e {pair!r} is not KEY=VALUE")

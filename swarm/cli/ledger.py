@@ -20,7 +20,7 @@ from pathlib import Path
 
 from swarm.cli.args import port
 
-PROG = "swarm-ledger"
+PROG = "swarm ledger"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -175,6 +175,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _record_events(reader: _Reader, record: dict) -> list[LedgerEvent]:
+    """The ledger events of one block record (an archive line, or ``EmbeddedChain.block_records``)."""
+    events = []
+    for index, raw in enumerate(record["logs"]):
+        log = {"address": raw["address"], "topics": [HexBytes(t) for t in raw["topics"]],
+               "data": HexBytes(raw["data"]), "blockNumber": record["block"],
+               "blockHash": HexBytes(record["hash"]), "transactionHash": HexBytes(raw["tx"]),
+               "transactionIndex": 0, "logIndex": raw.get("index", index)}
+        event = reader.decode(log)
+        if event is not None:
+            events.append(event)
+    return events
+
+
 def _archived_events(reader: _Reader, path: Path, first_block: int) -> tuple[list[LedgerEvent], int]:
     """Events of the blocks an embedded chain pruned, from its archive; and the last block archived."""
     events: list[LedgerEvent] = []
@@ -187,24 +201,19 @@ def _archived_events(reader: _Reader, path: Path, first_block: int) -> tuple[lis
                 continue
             record = json.loads(line)
             last = max(last, int(record["block"]))
-            if record["block"] < first_block:
-                continue
-            for index, raw in enumerate(record["logs"]):
-                log = {"address": raw["address"], "topics": [HexBytes(t) for t in raw["topics"]],
-                       "data": HexBytes(raw["data"]), "blockNumber": record["block"],
-                       "blockHash": HexBytes(record["hash"]), "transactionHash": HexBytes(raw["tx"]),
-                       "transactionIndex": 0, "logIndex": raw.get("index", index)}
-                event = reader.decode(log)
-                if event is not None:
-                    events.append(event)
+            if record["block"] >= first_block:
+                events += _record_events(reader, record)
     return events, last
 
 
 def read_history(w3: Web3, contract_address: str, *, first_block: int = 0, source: str = "",
-                 archive: Path | None = None) -> LedgerHistory:
+                 archive: Path | None = None,
+                 block_records: Callable[[int, int], list[dict]] | None = None) -> LedgerHistory:
     """Gather a ledger's events (from ``first_block``) and its state through ``w3``.
 
     ``archive``: an embedded chain's chain-archive.jsonl, holding the logs of pruned blocks.
+    ``block_records``: reads blocks' logs directly (an embedded chain's ``block_records``)
+    instead of ``eth_getLogs``.
     """
     reader = _Reader(w3, contract_address)
     if not w3.eth.get_code(reader.address):
@@ -218,7 +227,11 @@ def read_history(w3: Web3, contract_address: str, *, first_block: int = 0, sourc
         events += archived
         start = max(start, last_archived + 1)
     try:
-        events += reader.logs(start, head)
+        if block_records is None:
+            events += reader.logs(start, head)
+        else:
+            for record in block_records(start, head):
+                events += _record_events(reader, record)
     except Exception as exc:  # noqa: BLE001 - a pruned range fails differently per chain
         raise LedgerError("audit", f"cannot read the ledger's events in blocks {start}..{head}: {exc}") from exc
     events.sort(key=lambda e: (e.block_number, e.log_index))
@@ -287,7 +300,8 @@ def open_data_dir(data_dir: str | Path) -> Iterator[LedgerHistory]:
                 raise LedgerError("audit", f"{journal} holds another chain than {meta_path} records")
             archive = chain_dir / ARCHIVE_NAME
             yield read_history(chain.w3, meta["contract_address"], first_block=int(meta.get("deploy_block", 0)),
-                               source=f"embedded chain in {data_dir}", archive=archive)
+                               source=f"embedded chain in {data_dir}", archive=archive,
+                               block_records=chain.block_records)
         finally:
             chain.close()
 

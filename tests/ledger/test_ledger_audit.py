@@ -13,7 +13,7 @@ import pytest
 
 from swarm.cli.ledger import main as ledger_main
 from swarm.ledger import EmbeddedChain, LedgerEvent, node_key
-from swarm.ledger.audit import FindingCode, build_report, model_digest, open_data_dir
+from swarm.ledger.audit import FindingCode, build_report, model_digest, open_data_dir, read_history
 from swarm.tensors import Layout, weights_digest
 
 from .conftest import SENTINEL, SLS1, SLS2, build_swarm, digest, fp
@@ -86,6 +86,22 @@ def test_reading_offline_leaves_the_data_dir_untouched(clean_dir):
         # The copy is what is opened: the original is not even locked.
         EmbeddedChain(clean_dir / "chain").close()
     assert journal.read_bytes() == before
+
+
+def test_reading_blocks_directly_gives_the_events_eth_getlogs_gives(clean_dir, tmp_path):
+    # eth-tester's eth_getLogs scans back from the head for every receipt (minutes for a
+    # demo's 181 rounds): the audit reads each block once; the events must be the same.
+    shutil.copytree(clean_dir / "chain", tmp_path / "chain")
+    meta = json.loads((clean_dir / "ledger.json").read_text())
+    chain = EmbeddedChain(tmp_path / "chain")
+    try:
+        read = [read_history(chain.w3, meta["contract_address"], first_block=int(meta.get("deploy_block", 0)),
+                             block_records=records)
+                for records in (None, chain.block_records)]
+    finally:
+        chain.close()
+    via_logs, direct = ([(e.name, e.args, e.block_number, e.tx_hash) for e in h.events] for h in read)
+    assert len(via_logs) > 20 and direct == via_logs
 
 
 def test_saved_final_model_must_be_the_last_merged_round(clean_dir, tmp_path, capsys):
