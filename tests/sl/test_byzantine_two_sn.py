@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 
 import pytest
 
@@ -51,6 +52,12 @@ def test_honest_nodes_on_two_sns_finish_identical_despite_a_byzantine_fourth(
     verdicts = [[m.group(1) for m in map(VERDICT.search, sn.proc.output.splitlines()) if m]
                 for sn in (sentinel, joiner)]
     assert verdicts[0] and verdicts[0][0] == verdicts[1][0], verdicts
+    rows = [json.loads(line) for line in
+            (tmp_path / "sl-0" / "rounds.jsonl").read_text().splitlines()]
+    merged = [r for r in rows if r["status"] == "merged"]
+    print(f"{fault} over two SNs: {len(merged)}/{len(rows)} rounds merged, median control "
+          f"{statistics.median(r['control_s'] for r in merged):.3f} s, exchange (with the "
+          f"receipts) {statistics.median(r['exchange_s'] for r in merged):.3f} s")
     for proc in honest:
         assert "deciding by vote" not in proc.output  # the receipts, not the vote
         assert len(MERGED.findall(proc.output)) >= 3, proc.output[-3000:]
