@@ -53,6 +53,7 @@ class LedgerLoop:
         self.config_json = ""
         self.finished = 0
         self.transactions = 0
+        self.receipts = None  # the SN's ReceiptBook: gets the receipt events
         self._thread = threading.Thread(target=self._run, name="sn-ledger", daemon=True)
 
     # --- lifecycle ------------------------------------------------------------------
@@ -242,6 +243,9 @@ class LedgerLoop:
                 log.warning("round %d: a participant committed merged digest %s but the "
                             "ledger holds %s", args["round"], args["actual"].hex()[:16],
                             args["expected"].hex()[:16])
+            elif name in ("ReceiptsSubmitted", "ReceiptsFrozen"):
+                if self.receipts is not None:
+                    self.receipts.note_chain_event(name, args)
             elif name == "Configured":
                 self._refresh_config()
             elif name == "NodeFinished":
@@ -305,6 +309,32 @@ class LedgerLoop:
             self.min_peers, self.config_json = config.min_peers, config.config_json
         self.finished = self.ledger.finished_count()
         self.view.note_config(self.min_peers, self.config_json, self.finished)
+
+
+class LedgerReceipts:
+    """The receipts functions of the ledger, sent by the ledger thread
+    (sn_node.receipts.ChainReceipts)."""
+
+    def __init__(self, loop: LedgerLoop, timeout_s: float):
+        self._loop = loop
+        self._timeout_s = timeout_s
+
+    def submit(self, round_number: int, phase: int, key: bytes, bits: bytes,
+               remaining_s: float) -> None:
+        future = self._loop.submit(lambda ledger: ledger.submit_receipts(
+            round_number, phase, key, bits, remaining_s))
+        try:
+            future.result(timeout=self._timeout_s)
+        except TimeoutError:
+            raise LedgerError("submitReceipts", "the ledger did not answer in time") from None
+
+    def freeze(self, round_number: int, phase: int) -> None:
+        def done(future: Future) -> None:
+            if future.exception() is not None:  # too early, or another SN froze it first
+                log.debug("round %d phase %d: %s", round_number, phase, future.exception())
+
+        self._loop.submit(lambda ledger: ledger.freeze_receipts(round_number, phase)
+                          ).add_done_callback(done)
 
 
 def _apply_member_event(members: dict[bytes, Member], name: str, args) -> None:

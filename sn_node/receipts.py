@@ -10,9 +10,15 @@ cannot get them frozen out while they still wait for it); or, at the latest,
 `MAX_OPEN_S` after the first bitmap. Whatever comes later is refused. Every caller of `wait` gets the same frozen set, so every SL node applies
 the same rule (`swarm.receipts.judge`) to the same input, and nobody can tell
 different peers different things. The SN applies it too and leaves the blamed out
-of the next seals (`RoundBook.exclude`). One SN only: with several SN nodes each
-would freeze its own part, so they refuse (RECEIPTS_UNAVAILABLE) and the SL nodes
-fall back to their vote.
+of the next seals (`RoundBook.exclude`).
+
+With several SN nodes the bitmaps go through the ledger instead (`ChainReceipts`):
+each SN sends its own nodes' bitmaps (`submitReceipts`), the contract keeps the first
+per (round, phase, node) and refuses any later one and any after the freeze, and it
+freezes the set once all are in, or on `freezeReceipts` once a strict majority is
+(sent by a waiting SN after the grace, on its own clock). Every SN builds the set from the chain's ordered
+ReceiptsSubmitted events up to ReceiptsFrozen (`note_chain_event`), so every SL node
+on every SN gets the identical set.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from swarm.receipts import Phase, judge
 
@@ -37,6 +44,21 @@ KEEP_ROUNDS = 16
 MAX_WAITS_PER_CALLER = 4
 
 
+FREEZE_RETRY_S = 1.0   # between one SN's freezeReceipts attempts on a board
+
+
+class ChainReceipts(Protocol):
+    """The ledger's receipts functions as the book needs them (several SN nodes)."""
+
+    def submit(self, round_number: int, phase: int, key: bytes, bits: bytes,
+               remaining_s: float) -> None:
+        """Sends the bitmap and returns once mined (its events applied); raises
+        swarm.ledger.LedgerError when the contract refuses it."""
+
+    def freeze(self, round_number: int, phase: int) -> None:
+        """Asks the ledger to freeze the set, without waiting (a refusal is harmless)."""
+
+
 @dataclass
 class _Board:
     keys: tuple[bytes, ...]
@@ -45,12 +67,18 @@ class _Board:
     first_at: float | None = None
     open_until: float = 0.0   # max over submitters of arrival + announced remaining wait
     frozen: dict[int, bytes] | None = None
+    # On the ledger: this SN's last freeze attempt, and the count ReceiptsFrozen named.
+    freeze_tried: float | None = None
+    frozen_count: int | None = None
 
 
 class ReceiptBook:
     def __init__(self, rounds: RoundBook, grace_s: float = GRACE_S,
-                 exclude_rounds: int = EXCLUDE_ROUNDS, clock=time.monotonic):
+                 exclude_rounds: int = EXCLUDE_ROUNDS, clock=time.monotonic,
+                 chain: ChainReceipts | None = None, several_sn=lambda: False):
         self._rounds = rounds
+        self._chain = chain
+        self._several_sn = several_sn  # true: the bitmaps go through the ledger
         self._grace_s = grace_s
         self._exclude_rounds = exclude_rounds
         self._clock = clock
@@ -80,6 +108,7 @@ class ReceiptBook:
                remaining_s: float = 0.0) -> None:
         """Records key's bitmap (RoundError: not a participant, malformed, too late,
         or a second one that differs)."""
+        on_chain = self._chain is not None and self._several_sn()
         with self._cv:
             board = self._board(round_number, phase)
             if key not in board.keys:
@@ -90,7 +119,8 @@ class ReceiptBook:
                                  f"bytes of 0 or 1, got {len(bits)} bytes",
                                  reason="BAD_REQUEST")
             index = board.keys.index(key)
-            self._maybe_freeze(round_number, phase, board)
+            if not on_chain:
+                self._maybe_freeze(round_number, phase, board)
             known = board.bitmaps.get(index)
             if known is not None:
                 if known != bits:
@@ -101,14 +131,86 @@ class ReceiptBook:
             if board.frozen is not None:
                 raise RoundError(f"the receipts of round {round_number} phase {phase} are "
                                  f"frozen without this node's", reason="ROUND_OVER")
-            board.bitmaps[index] = bytes(bits)
-            now = self._clock()
-            if board.first_at is None:
-                board.first_at = now
-            board.open_until = max(board.open_until,
-                                   now + min(max(0.0, remaining_s), MAX_REMAINING_S))
-            self._maybe_freeze(round_number, phase, board)
-            self._cv.notify_all()
+            if not on_chain:
+                board.bitmaps[index] = bytes(bits)
+                now = self._clock()
+                if board.first_at is None:
+                    board.first_at = now
+                board.open_until = max(board.open_until,
+                                       now + min(max(0.0, remaining_s), MAX_REMAINING_S))
+                self._maybe_freeze(round_number, phase, board)
+                self._cv.notify_all()
+                return
+        # Outside the lock: the ledger thread applies the events under it.
+        self._submit_on_chain(round_number, phase, key, index, bytes(bits), remaining_s)
+
+    def _submit_on_chain(self, round_number: int, phase: int, key: bytes, index: int,
+                         bits: bytes, remaining_s: float) -> None:
+        from swarm.ledger import LedgerError  # the ledger client is the SN's anyway
+        try:
+            self._chain.submit(round_number, phase, key, bits, remaining_s)
+            return
+        except LedgerError as error:
+            refused = error
+        with self._cv:  # the events tell whether it was a retry or a conflict
+            board = self._board(round_number, phase)
+            known = board.bitmaps.get(index)
+            if known == bits:
+                return
+            if known is not None:
+                raise RoundError(f"already submitted other receipts for round {round_number} "
+                                 f"phase {phase}: one bitmap per participant",
+                                 reason="RECEIPTS_CONFLICT")
+            if board.frozen is not None:
+                raise RoundError(f"the receipts of round {round_number} phase {phase} are "
+                                 f"frozen without this node's", reason="ROUND_OVER")
+        raise RoundError(f"ledger refused the receipts: {refused}", reason="LEDGER_REFUSED")
+
+    def note_chain_event(self, name: str, args) -> None:
+        """Applies a ReceiptsSubmitted or ReceiptsFrozen event, in the chain's order (the
+        ledger loop replays events: a repeat is a no-op)."""
+        with self._cv:
+            try:
+                board = self._board(args["round"], args["phase"])
+            except RoundError:
+                return  # a round not sealed here (or long gone): nobody waits on it
+            if board.frozen is not None:
+                return
+            if name == "ReceiptsSubmitted":
+                if args["id"] not in board.keys:
+                    return
+                index = board.keys.index(args["id"])
+                if index in board.bitmaps:
+                    return
+                board.bitmaps[index] = bytes(args["bits"])
+                # The grace runs on this SN's clock from when it saw the bitmap: only the
+                # set, fixed by ReceiptsFrozen, must be the same everywhere.
+                now = self._clock()
+                if board.first_at is None:
+                    board.first_at = now
+                board.open_until = max(board.open_until,
+                                       now + min(float(args["remainingS"]), MAX_REMAINING_S))
+            elif name == "ReceiptsFrozen":
+                board.frozen_count = int(args["count"])
+            # A transaction's own events can arrive before earlier blocks' (the loop
+            # applies a result at once): the set is final once all `count` are here.
+            if board.frozen_count is not None and len(board.bitmaps) >= board.frozen_count:
+                if len(board.bitmaps) > board.frozen_count:
+                    log.warning("round %d phase %d: the ledger froze %d receipts, %d seen here",
+                                args["round"], args["phase"], board.frozen_count,
+                                len(board.bitmaps))
+                self._freeze(args["round"], args["phase"], board)
+
+    def _try_chain_freeze(self, round_number: int, phase: int, board: _Board) -> None:
+        """Asks the ledger to freeze once a majority is in and the grace has passed
+        (the ledger checks the majority; all in froze by itself)."""
+        if board.first_at is None or board.frozen is not None:
+            return
+        now = self._clock()
+        majority = 2 * len(board.bitmaps) > len(board.keys)
+        if majority and now >= board.open_until + self._grace_s and (board.freeze_tried is None or now >= board.freeze_tried + FREEZE_RETRY_S):
+            board.freeze_tried = now
+            self._chain.freeze(round_number, phase)
 
     def wait(self, round_number: int, phase: int, key: bytes, timeout_s: float
              ) -> dict[int, bytes] | None:
@@ -121,8 +223,12 @@ class ReceiptBook:
                                  f"node", reason="BUSY")
             self._waiting[key] += 1
             try:
+                on_chain = self._chain is not None and self._several_sn()
                 while True:
-                    self._maybe_freeze(round_number, phase, board)
+                    if on_chain:
+                        self._try_chain_freeze(round_number, phase, board)
+                    else:
+                        self._maybe_freeze(round_number, phase, board)
                     if board.frozen is not None:
                         return dict(board.frozen)
                     now = self._clock()
@@ -143,6 +249,9 @@ class ReceiptBook:
         if not (everyone or (majority and now >= board.open_until + self._grace_s)
                 or now >= board.first_at + MAX_OPEN_S):
             return
+        self._freeze(round_number, phase, board)
+
+    def _freeze(self, round_number: int, phase: int, board: _Board) -> None:
         board.frozen = dict(board.bitmaps)
         self._cv.notify_all()
         contributors = [i for i, w in enumerate(board.weights) if w > 0]

@@ -21,7 +21,7 @@ from swarm.protos import sn_api_pb2 as pb
 from swarm.protos import sn_api_pb2_grpc as pb_grpc
 
 from sn_node.directory import MemberDirectory
-from sn_node.ledger_loop import LedgerLoop
+from sn_node.ledger_loop import LedgerLoop, LedgerReceipts
 from sn_node.read_model import NodeOutcome
 from sn_node.receipts import ReceiptBook
 from sn_node.rounds import CheckIn, RoundBook, RoundError, SealedRound
@@ -102,7 +102,10 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         self._commits: dict[int, Future] = {}
         self._parked_lock = threading.Lock()
         self._parked: dict[str, int] = {}  # node id -> WaitRound calls parked now
-        self._receipts = ReceiptBook(rounds)
+        # With several SN nodes the bitmaps go through the ledger, one order for all.
+        self._receipts = ReceiptBook(rounds, chain=LedgerReceipts(loop, LEDGER_WRITE_TIMEOUT_S),
+                                     several_sn=lambda: directory.sn_count() > 1)
+        loop.receipts = self._receipts
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -371,9 +374,6 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
     def _receipt_caller(self, context, action: str) -> bytes:
         who = self._auth.authorize(context, ("sl",), action)
         self._member_of(context, who)
-        if self._directory.sn_count() > 1:
-            refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "RECEIPTS_UNAVAILABLE",
-                   "this swarm has several SN nodes: receipts are not kept (use the vote)")
         return node_key(who.node_id)
 
     def SubmitReceipts(self, request, context):

@@ -408,11 +408,14 @@ _GAS_BASE = {
     "configure": 150_000,
     "checkIn": 110_000,
     "seal": 170_000,
+    "submitReceipts": 120_000,
+    "freezeReceipts": 60_000,
     "checkInAndSeal": 200_000,
     "commitMerged": 110_000,
     "markFinished": 110_000,
 }
-_GAS_PER_ID = {"checkIn": 75_000, "seal": 38_000, "checkInAndSeal": 104_000}
+_GAS_PER_ID = {"checkIn": 75_000, "seal": 38_000, "checkInAndSeal": 104_000,
+               "submitReceipts": 1_500}
 _GAS_PER_WORD = 30_000  # one fresh storage word of string data, plus its log bytes
 
 
@@ -532,6 +535,21 @@ class LedgerClient:
         """Commit a participant's merged digest; check ``.named("MergeMismatch")`` on the result."""
         return self._transact("commitMerged", [round, _key(node), _bytes32(digest, "digest")],
                               _gas("commitMerged"))
+
+    def submit_receipts(self, round: int, phase: int, node: bytes | str, bits: bytes,
+                        remaining_s: float = 0.0) -> TxResult:
+        """Record a participant's receipt bitmap (one byte of 0 or 1 per participant) for
+        (round, phase); the first per node counts. ``.named("ReceiptsFrozen")`` on the
+        result: this one completed the set."""
+        if len(bits) > MAX_PARTICIPANTS:
+            raise ValueError(f"a bitmap has at most {MAX_PARTICIPANTS} bytes, got {len(bits)}")
+        return self._transact("submitReceipts", [round, phase, _key(node), bytes(bits),
+                                                 max(0, int(remaining_s + 0.999))],
+                              _gas("submitReceipts", ids=len(bits)))
+
+    def freeze_receipts(self, round: int, phase: int) -> TxResult:
+        """Freeze (round, phase)'s receipts after the grace (reverts while still open)."""
+        return self._transact("freezeReceipts", [round, phase], _gas("freezeReceipts"))
 
     def mark_finished(self, node: bytes | str) -> TxResult:
         return self._transact("markFinished", [_key(node)], _gas("markFinished"))

@@ -50,9 +50,24 @@ WEIGHT_SHIFT: constant(uint256) = 64
 WEIGHT_MASK: constant(uint256) = 4294967295  # 2**32 - 1
 PARTICIPANT_FLAG: constant(uint256) = 2**96
 CHECKED_IN_FLAG: constant(uint256) = 2**97  # non-zero even for weight 0
-# A round's meta word: sealedAt | sealedBlock << 64 | checkInCount << 128.
+# A round's meta word: sealedAt | sealedBlock << 64 | checkInCount << 128
+# | participantCount << 192.
 BLOCK_SHIFT: constant(uint256) = 64
 COUNT_SHIFT: constant(uint256) = 128
+SIZE_SHIFT: constant(uint256) = 192
+
+# Receipt bitmaps (several SN nodes): the first bitmap per (round, phase, node)
+# counts; the set freezes once every participant's is in, or on freezeReceipts by
+# any SN once a strict majority is in (the SNs wait out the grace first: block time
+# cannot stand in for it, the embedded chain's runs ahead under load). Later bitmaps
+# are refused. A board lives in one of RECEIPT_SLOTS ring slots:
+# tag (round*4+phase) | count << 64 | frozen << 80.
+RECEIPT_SLOTS: constant(uint256) = 64
+TAG_MASK: constant(uint256) = 18446744073709551615
+RCOUNT_SHIFT: constant(uint256) = 64
+RCOUNT_MASK: constant(uint256) = 65535
+FROZEN_FLAG: constant(uint256) = 2**80
+MAX_REMAINING_S: constant(uint256) = 30
 
 struct Member:
     nodeId: String[MAX_NODE_ID]
@@ -114,6 +129,22 @@ event MergeMismatch:
     expected: bytes32
     actual: bytes32
 
+# A participant's receipt bitmap (byte i: 1 = participant i's message arrived intact).
+event ReceiptsSubmitted:
+    round: indexed(uint64)
+    phase: uint8
+    id: indexed(bytes32)
+    bits: Bytes[MAX_PARTICIPANTS]
+    remainingS: uint256
+    by: bytes32
+
+# The bitmaps of (round, phase) are final: exactly the ReceiptsSubmitted before this.
+event ReceiptsFrozen:
+    round: indexed(uint64)
+    phase: uint8
+    count: uint256
+    by: bytes32
+
 event NodeFinished:
     id: indexed(bytes32)
     finishedCount: uint256
@@ -144,6 +175,11 @@ checkInMeta: HashMap[bytes32, uint256]
 checkInDigest: HashMap[bytes32, bytes32]
 # id -> the last round it was sealed into (a late commitMerged still finds it)
 participantIn: HashMap[bytes32, uint64]
+
+# (round, phase) receipt boards in a ring (see RECEIPT_SLOTS), and per node the
+# latest round*4+phase it submitted for (the first bitmap wins).
+receiptBoards: HashMap[uint256, uint256]
+lastReceipt: HashMap[bytes32, uint256]
 
 finishedCount: public(uint256)
 isFinished: public(HashMap[bytes32, bool])
@@ -274,7 +310,7 @@ def _seal(actor: bytes32, round: uint64, ids: DynArray[bytes32, MAX_PARTICIPANTS
     self.lastSealedRound = round
     self.rounds[round].record = keccak256(abi_encode(ids, weights, digests))
     self.rounds[round].meta = (self.rounds[round].meta >> COUNT_SHIFT << COUNT_SHIFT) | block.timestamp \
-        | (block.number << BLOCK_SHIFT)
+        | (block.number << BLOCK_SHIFT) | (len(ids) << SIZE_SHIFT)
     log RoundSealed(round=round, participants=ids, weights=weights, digests=digests, by=actor)
 
 
@@ -395,6 +431,68 @@ def commitMerged(round: uint64, id: bytes32, digest: bytes32):
     self._commitMerged(round, id, digest)
 
 
+@internal
+@view
+def _board(round: uint64, phase: uint8) -> (uint256, uint256):
+    """(ring slot, board word) of a sealed round's receipts; a fresh word if the slot
+    holds another round's."""
+    assert phase == 1 or phase == 2, "phase must be 1 or 2"
+    assert self.rounds[round].record != empty(bytes32), "round not sealed"
+    tag: uint256 = convert(round, uint256) * 4 + convert(phase, uint256)
+    slot: uint256 = tag % RECEIPT_SLOTS
+    word: uint256 = self.receiptBoards[slot]
+    if word & TAG_MASK != tag:
+        word = tag
+    return slot, word
+
+
+@external
+def submitReceipts(round: uint64, phase: uint8, id: bytes32, bits: Bytes[MAX_PARTICIPANTS],
+                   remainingS: uint256):
+    """Record participant id's receipt bitmap for (round, phase): the first one counts,
+    any later one is refused, as is one after the set froze."""
+    actor: bytes32 = self._actor()
+    self._requireController(id)
+    assert self.members[id].status != STATUS_REVOKED, "member revoked"
+    assert self.participantIn[id] == round, "not a participant"
+    slot: uint256 = 0
+    word: uint256 = 0
+    slot, word = self._board(round, phase)
+    size: uint256 = self.rounds[round].meta >> SIZE_SHIFT
+    assert len(bits) == size, "bitmap length is not the participant count"
+    for i: uint256 in range(size, bound=MAX_PARTICIPANTS):
+        assert convert(slice(bits, i, 1), uint256) <= 1, "bitmap bytes are 0 or 1"
+    tag: uint256 = word & TAG_MASK
+    assert self.lastReceipt[id] < tag, "receipts already submitted"
+    assert word & FROZEN_FLAG == 0, "receipts frozen"
+    self.lastReceipt[id] = tag
+    count: uint256 = ((word >> RCOUNT_SHIFT) & RCOUNT_MASK) + 1
+    word = tag | (count << RCOUNT_SHIFT)
+    log ReceiptsSubmitted(round=round, phase=phase, id=id, bits=bits,
+                          remainingS=min(remainingS, MAX_REMAINING_S), by=actor)
+    if count == size:
+        word = word | FROZEN_FLAG
+        log ReceiptsFrozen(round=round, phase=phase, count=count, by=actor)
+    self.receiptBoards[slot] = word
+
+
+@external
+def freezeReceipts(round: uint64, phase: uint8):
+    """Freeze (round, phase)'s receipts once a strict majority is in (the caller has
+    waited out the grace)."""
+    actor: bytes32 = self._actor()
+    slot: uint256 = 0
+    word: uint256 = 0
+    slot, word = self._board(round, phase)
+    assert word & FROZEN_FLAG == 0, "receipts frozen"
+    count: uint256 = (word >> RCOUNT_SHIFT) & RCOUNT_MASK
+    assert count > 0, "no receipts yet"
+    size: uint256 = self.rounds[round].meta >> SIZE_SHIFT
+    assert 2 * count > size, "no majority of receipts yet"
+    self.receiptBoards[slot] = word | FROZEN_FLAG
+    log ReceiptsFrozen(round=round, phase=phase, count=count, by=actor)
+
+
 @external
 def markFinished(id: bytes32):
     """Record that a node finished its epochs."""
@@ -454,4 +552,4 @@ def roundInfo(round: uint64) -> (bool, bytes32, bytes32, uint256, uint256, uint2
     keccak256(abi_encode(participants, weights, digests)) equals the record hash."""
     r: Round = self.rounds[round]
     return (r.record != empty(bytes32), r.record, r.merged, r.meta & ROUND_MASK,
-            (r.meta >> BLOCK_SHIFT) & ROUND_MASK, r.meta >> COUNT_SHIFT)
+            (r.meta >> BLOCK_SHIFT) & ROUND_MASK, (r.meta >> COUNT_SHIFT) & ROUND_MASK)
