@@ -123,8 +123,11 @@ class _SharedSnapshot:
 
 
 def build_app(view: SwarmView, access: Access, *, push_every_s: float = PUSH_EVERY_S,
-              min_push_s: float = MIN_PUSH_S) -> Starlette:
+              min_push_s: float = MIN_PUSH_S, closing: threading.Event | None = None) -> Starlette:
+    """``closing``: once set, live update streams end (so the server stops without
+    cancelling them mid-wait: uvicorn would log each as an ASGI exception)."""
     shared = _SharedSnapshot(view, min_push_s)
+    closing = closing or threading.Event()
 
     def guarded(handler):
         async def endpoint(request: Request) -> Response:
@@ -160,7 +163,7 @@ def build_app(view: SwarmView, access: Access, *, push_every_s: float = PUSH_EVE
                     version, data = await run_in_threadpool(shared.get)
                     yield f"event: snapshot\nid: {version}\ndata: {data}\n\n"
                     last_version, last_sent = version, now
-                if await request.is_disconnected():
+                if closing.is_set() or await request.is_disconnected():
                     return
                 await asyncio.sleep(POLL_S)
 
@@ -183,7 +186,8 @@ class Dashboard:
         self.token = token or secrets.token_urlsafe(24)
         self.host = host
         self._access = Access(self.token, is_revoked)
-        self._app = build_app(view, self._access)
+        self._closing = threading.Event()
+        self._app = build_app(view, self._access, closing=self._closing)
 
         def ssl_context(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -224,6 +228,7 @@ class Dashboard:
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
 
     def stop(self) -> None:
+        self._closing.set()  # open pages' streams end within POLL_S, inside the graceful second
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(5)

@@ -91,8 +91,8 @@ class SwarmLine:
         self._at = 0.0
         self.text = ""
 
-    def refresh(self) -> str:
-        if time.monotonic() - self._at >= 1.0:
+    def refresh(self, force: bool = False) -> str:
+        if force or time.monotonic() - self._at >= 1.0:
             self._at = time.monotonic()
             try:
                 self.text = describe(self._sn.view(rounds=3, events=1))
@@ -152,17 +152,17 @@ def run_swarm(run_dir: Path) -> dict[str, NodeStatus]:
         swarm_line = SwarmLine(swarm.sites[0], swarm.sn_api_port)
         with Live(progress_table(nodes, started), console=console, refresh_per_second=4) as live:
 
-            def tick() -> None:
+            def tick(final: bool = False) -> None:
                 for i, node in enumerate(nodes.values()):
                     node.read_outcomes(swarm.outcomes(i))
-                live.update(progress_table(nodes, started, swarm_line.refresh()))
+                live.update(progress_table(nodes, started, swarm_line.refresh(force=final)))
 
             try:
                 codes = swarm.wait(DEADLINE_S, tick=tick)
             except TimeoutError:
                 raise SystemExit(f"the swarm did not finish within {DEADLINE_S} s; "
                                  f"logs in {logs}") from None
-            tick()
+            tick(final=True)  # the line as the swarm ended, not as it was up to 1 s before
         swarm_line.close()
         if not console.is_terminal:
             console.line()  # a live display in a log ends without one

@@ -112,11 +112,12 @@ class LineWatcher(Watcher):
     def __init__(self, out_dir: Path, stream=None):
         self.out_dir, self.stream = out_dir, stream or sys.stdout
         self.state: State | None = None
-        self.total = 0
+        self.total = self.finished = 0
 
     def start(self, counts: Counts) -> None:
         self.state = State(self.out_dir)
         self.total = counts.total
+        self.finished = counts.done + counts.failed
         print(f"{PROG}: {counts.total} tasks, {counts.done} done already, "
               f"{counts.failed} failed, {counts.pending + counts.running} to run",
               file=self.stream, flush=True)
@@ -125,7 +126,10 @@ class LineWatcher(Watcher):
         for attempt in ended:
             row = self.state.task(attempt.signature)
             params = _params_text(row.params) if row else ""
-            head = f"[{attempt.outcome} {counts.done + counts.failed}/{counts.total}]"
+            # Counted per line: attempts that end together read [done 1/N], [done 2/N].
+            if attempt.outcome == TaskState.DONE or (row and row.state == TaskState.FAILED):
+                self.finished += 1
+            head = f"[{attempt.outcome} {min(self.finished, counts.total)}/{counts.total}]"
             if attempt.outcome == TaskState.DONE:
                 wall = f"{row.wall_s:.1f} s" if row and row.wall_s is not None else ""
                 text = f"{_metrics_text(row.result if row else None)} ({wall})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -19,6 +20,9 @@ def test_demo_swarm_beats_every_site_alone_and_reports(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "bit-identical" in done.stdout
+    # The swarm line under the live table, from the SN's read model through a swci certificate.
+    assert re.search(r"swarm done: 3 node\(s\) finished, last merged round \d+", done.stdout), \
+        done.stdout[-3000:]
     metrics = {path.parent.name: json.loads(path.read_text())
                for path in run_dir.glob("*/metrics.json")}
     swarm = [metrics[f"model-{i}"]["val_acc"] for i in (1, 2, 3)]

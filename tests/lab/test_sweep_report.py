@@ -134,3 +134,14 @@ experiments:
     assert all(len(row["weights_sha256"]) == 64 for row in rows)
     plots = sorted(p.name for p in (out / "report" / "labelflip").glob("*.png"))
     assert plots == ["accuracy_vs_poison_ratio.png", "swarm_vs_local.png"]
+
+
+def test_each_finished_task_line_counts_one_more(tmp_path, capsys):
+    # Tasks ending in the same poll were all numbered with the final count ([done 2/12] twice).
+    config = tmp_path / "lab.yaml"
+    config.write_text(f"defaults: {{task: lab_tasks:ok, params: {{markers: {tmp_path / 'm'}, key: r}}}}\n"
+                      "experiments:\n  - name: count\n    params: {seed: [0, 1, 2, 3]}\n")
+    assert main([str(config), "--out", str(tmp_path / "out"), "--workers", "2"]) == 0
+    heads = [line.split("]")[0] for line in capsys.readouterr().out.splitlines()
+             if line.startswith("[done ")]
+    assert heads == [f"[done {n}/4" for n in range(1, 5)], heads

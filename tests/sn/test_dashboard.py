@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import ssl
 import threading
+import time
 
 import pytest
 
@@ -146,6 +148,32 @@ def test_events_push_a_snapshot_on_every_change(dashboard, sites):
     dashboard.view.advance()
     assert next_snapshot()["current"]["round"] == 4
     conn.close()
+
+
+def test_stopping_with_a_page_open_ends_its_stream_without_an_error(dashboard, sites):
+    # A viewer's open /events stream was cancelled by uvicorn's graceful-shutdown timeout:
+    # Ctrl-C on run-sn printed two ASGI tracebacks.
+    conn = client(dashboard, sites[0], "sl")
+    conn.request("GET", "/events")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.readline().startswith(b"event: snapshot")
+    # Like a browser: keep reading, close once the stream ends (TLS waits for that close).
+    reader = threading.Thread(target=lambda: (resp.read(), conn.close()), daemon=True)
+    reader.start()
+    errors: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = errors.append
+    logger = logging.getLogger("uvicorn.error")  # uvicorn's loggers do not propagate to root
+    logger.addHandler(handler)
+    try:
+        started = time.monotonic()
+        dashboard.stop()
+    finally:
+        logger.removeHandler(handler)
+    assert not errors, [r.getMessage() for r in errors]
+    assert time.monotonic() - started < 5.0
+    reader.join(5)
+    assert not reader.is_alive(), "the stream did not end"
 
 
 def test_run_sn_refuses_a_dashboard_port_it_already_uses(sites, capsys):
