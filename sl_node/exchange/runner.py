@@ -137,13 +137,18 @@ class Exchange:
         if plan.me in valid:
             inbox.update_buffer(plan.me)[:] = data[lo:hi]
         rows = inbox.update_rows
-        updates = rows if valid == list(range(plan.size)) else rows[valid]
+        # The valid rows moved down in place (ascending, so no row is overwritten before
+        # it moved): the merge's input without a copy of N shards.
+        for k, i in enumerate(valid):
+            if k != i:
+                rows[k] = rows[i]
+        updates = rows[:len(valid)]
         weights = np.array([plan.peers[i].weight for i in valid], dtype=np.float64)
         merged_bytes = inbox.merged_buffer(plan.me)
         merged_ok = True
         try:
-            merged_bytes[:] = np.ascontiguousarray(merge(updates, weights, ctx.allreduce),
-                                                   dtype=wire).view(np.uint8)
+            # Straight into our range of the round's result, block by block.
+            merge(updates, weights, ctx.allreduce, out=np.frombuffer(merged_bytes, dtype=wire))
         except RoundFailed as error:
             # A partial missing or refused: the others must learn it from our receipts,
             # so go on to the all-gather without our range.
