@@ -19,7 +19,7 @@ from sl_node.exchange.codec import IDENTITY
 from sl_node.exchange.faults import send_as_is
 from sl_node.exchange.inbox import Inboxes, RoundInbox
 from sl_node.exchange.plan import FailReason, RoundFailed, RoundPlan
-from sl_node.exchange.transport import ByteCounter, Link, PushFailed, Transport
+from sl_node.exchange.transport import ByteCounter, Link, PushFailed, Transport, trim_heap
 
 log = logging.getLogger("swarm.sl.exchange")
 
@@ -90,6 +90,7 @@ class Exchange:
             return self._run(plan, inbox, flat, hashes, merge)
         finally:
             inbox.release()  # the result lives on only as the held model
+            trim_heap()
 
     def _run(self, plan, inbox, flat, hashes, merge) -> ExchangeResult:
         link, transport = self._link, self._transport
@@ -111,6 +112,7 @@ class Exchange:
         inbox.wait_for(lambda: all(i in store.accepted or i in store.refused
                                    or i in inbox.unreachable for i in expected), deadline)
         self._settle(sends, plan)
+        trim_heap()  # the scatter's buffers, before the merge and the all-gather add theirs
         phases = {"scatter": time.monotonic() - started}
         received = tuple((i == plan.me and data is not None) or i in store.accepted
                          for i in range(plan.size))
