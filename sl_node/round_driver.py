@@ -107,7 +107,8 @@ class RoundDriver:
                  rejoin: Callable[[], None] = lambda: None,
                  expect: Callable[[int], None] = lambda round_number: None,
                  wait_slice_s: float = WAIT_SLICE_S,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter,
+                 commit_in_background: bool = True):
         self.sn = sn
         self.exchange = exchange
         self.counter = counter
@@ -120,12 +121,17 @@ class RoundDriver:
         self._expect = expect  # peers may push for a round once we check in for it
         self.wait_slice_s = wait_slice_s
         self._clock = clock
+        # The merged model goes back to the program before the commit of its digest
+        # lands (see settle): the commit is off the program's critical path.
+        self._commit_in_background = commit_in_background
+        self._pending_commit: threading.Thread | None = None
 
     def run(self, round_number: int, update: Update,
             known_live: bool = False) -> tuple[RoundOutcome, tuple | None]:
         """Rounds from `round_number` on until one merges or the swarm is done; returns
         the last outcome and, when merged, (merged flat, merged digest, block hashes).
         `known_live`: the caller has just seen that the swarm is not done."""
+        self.settle()  # our last commit lands before our next check-in
         while True:
             if not known_live and self._swarm_done():
                 return self._done(round_number, "min_peers nodes have finished"), None
@@ -181,22 +187,51 @@ class RoundDriver:
                 # Not a merge: the one update is passed on as it is; say so plainly.
                 log.warning("round %d: only %s sent an update: every node takes its model "
                             "as it is (nothing to merge)", round_number, contributors[0])
-            # COMMIT
-            reply = self.sn.commit_merged(round_number, merged_digest)
-            if not reply.agreed:
-                log.warning("round %d: our merged digest %s differs from the ledger's %s",
-                            round_number, merged_digest.hex()[:16],
-                            reply.ledger_digest.hex()[:16])
-            outcome = self._outcome(
-                plan, "merged", "" if len(contributors) > 1 else "a single contributor",
-                participants, contributors, dropped, control_s, exchange_s, before,
-                merged_digest=merged_digest.hex(), agreed=bool(reply.agreed))
+            # COMMIT (recorded with its answer; in the background unless told otherwise)
+            after = (self.counter.sent, self.counter.received)
+            args = (plan, "merged", "" if len(contributors) > 1 else "a single contributor",
+                    participants, contributors, dropped, control_s, exchange_s, before)
+            if self._commit_in_background:
+                self._pending_commit = threading.Thread(
+                    target=self._commit, args=(args, merged_digest, after, True),
+                    name=f"commit-{round_number}", daemon=True)
+                self._pending_commit.start()
+                outcome = self._make_outcome(*args, merged_digest=merged_digest.hex(),
+                                             after=after)
+            else:
+                outcome = self._commit(args, merged_digest, after, False)
             size = self.layout.nbytes or 1
             log.info("round %d merged with %d peers in %.3f s (control %.3f s, exchange "
                      "%.3f s; sent %.2f, received %.2f model sizes)", round_number,
                      plan.size, control_s + exchange_s, control_s, exchange_s,
                      outcome.bytes_sent / size, outcome.bytes_received / size)
             return outcome, (merged, merged_digest, merged_hashes)
+
+    def settle(self, timeout_s: float | None = None) -> None:
+        """Waits until the commit of this node's last merged round has landed (and is
+        recorded)."""
+        pending = self._pending_commit
+        if pending is not None:
+            pending.join(timeout_s)
+
+    def _commit(self, args: tuple, merged_digest: bytes, after: tuple,
+                background: bool) -> RoundOutcome:
+        round_number = args[0].round
+        agreed = None
+        try:
+            reply = self.sn.commit_merged(round_number, merged_digest)
+            agreed = bool(reply.agreed)
+            if not agreed:
+                log.warning("round %d: our merged digest %s differs from the ledger's %s",
+                            round_number, merged_digest.hex()[:16],
+                            reply.ledger_digest.hex()[:16])
+        except SwarmNetworkError as error:
+            if not background:
+                raise
+            # The model is merged either way; only the ledger's evidence is missing.
+            log.warning("round %d: committing our merged digest failed: %s", round_number, error)
+        return self._outcome(*args, merged_digest=merged_digest.hex(), agreed=agreed,
+                             after=after)
 
     # --- phases' pieces ----------------------------------------------------------------
 
@@ -248,17 +283,22 @@ class RoundDriver:
             return None
         return RoundPlan(info.round, peers, me, self.layout)
 
-    def _outcome(self, plan, status, reason, participants, contributors, dropped, control_s,
-                 exchange_s, before, merged_digest="", agreed=None) -> RoundOutcome:
-        outcome = RoundOutcome(
-            round=plan.round, status=status, reason=reason, participants=participants,
-            contributors=contributors, dropped=dropped, control_s=round(control_s, 6),
-            exchange_s=round(exchange_s, 6), bytes_sent=self.counter.sent - before[0],
-            bytes_received=self.counter.received - before[1],
-            model_bytes=self.layout.nbytes, merged_digest=merged_digest, agreed=agreed,
-            merge_method=getattr(self.merge, "name", ""), finished_at=time.time())
+    def _outcome(self, *args, **kwargs) -> RoundOutcome:
+        outcome = self._make_outcome(*args, **kwargs)
         self._record(outcome)
         return outcome
+
+    def _make_outcome(self, plan, status, reason, participants, contributors, dropped,
+                      control_s, exchange_s, before, merged_digest="", agreed=None,
+                      after=None) -> RoundOutcome:
+        after = after or (self.counter.sent, self.counter.received)
+        return RoundOutcome(
+            round=plan.round, status=status, reason=reason, participants=participants,
+            contributors=contributors, dropped=dropped, control_s=round(control_s, 6),
+            exchange_s=round(exchange_s, 6), bytes_sent=after[0] - before[0],
+            bytes_received=after[1] - before[1],
+            model_bytes=self.layout.nbytes, merged_digest=merged_digest, agreed=agreed,
+            merge_method=getattr(self.merge, "name", ""), finished_at=time.time())
 
     def _done(self, round_number: int, reason: str) -> RoundOutcome:
         return RoundOutcome(round=round_number, status="swarm_done", reason=reason,

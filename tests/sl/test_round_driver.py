@@ -72,7 +72,8 @@ class FakeExchange:
 
 def driver(sn, exchange, tmp_path, done=lambda: False):
     return RoundDriver(sn, exchange, ByteCounter(), "me", LAYOUT, merge=None, swarm_done=done,
-                       record=OutcomeLog(tmp_path / "rounds.jsonl"), wait_slice_s=0.01)
+                       record=OutcomeLog(tmp_path / "rounds.jsonl"), wait_slice_s=0.01,
+                       commit_in_background=False)
 
 
 def update():
@@ -162,3 +163,36 @@ def test_an_inactive_node_registers_again_and_checks_in(tmp_path):
                     rejoin=lambda: rejoined.append(True), wait_slice_s=0.01)
     outcome, _ = d.run(1, update())
     assert rejoined == [True] and outcome.status == "merged"
+
+
+class SlowCommitSN(FakeSN):
+    """Its CommitMerged answers only once `release` is set (a slow ledger write)."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+        self.release = threading.Event()
+
+    def commit_merged(self, round_number, digest):
+        assert self.release.wait(10)
+        return super().commit_merged(round_number, digest)
+
+
+def test_the_merged_model_returns_before_its_commit_which_lands_before_the_next_check_in(
+        tmp_path):
+    # The program gets its model without waiting for the ledger; the record (with the
+    # ledger's answer) follows, and the node's next check-in waits for the commit.
+    sn = SlowCommitSN()
+    d = RoundDriver(sn, FakeExchange(), ByteCounter(), "me", LAYOUT, merge=None,
+                    swarm_done=lambda: False, record=OutcomeLog(tmp_path / "rounds.jsonl"),
+                    wait_slice_s=0.01)
+    outcome, merged = d.run(3, update())
+    assert outcome.status == "merged" and merged[1] == b"\x01" * 32
+    assert read_outcomes(tmp_path / "rounds.jsonl") == []  # the commit has not answered
+    sn.release.set()
+    d.run(4, update())
+    d.settle()
+    calls = [c for c in sn.calls if c[0] != "wait_round"]
+    assert calls == [("check_in", 3), ("commit", 3), ("check_in", 4), ("commit", 4)]
+    records = read_outcomes(tmp_path / "rounds.jsonl")
+    assert [(r["round"], r["agreed"]) for r in records] == [(3, True), (4, True)]
