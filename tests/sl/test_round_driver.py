@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -178,21 +179,28 @@ class SlowCommitSN(FakeSN):
         return super().commit_merged(round_number, digest)
 
 
-def test_the_merged_model_returns_before_its_commit_which_lands_before_the_next_check_in(
-        tmp_path):
+def test_the_merged_model_returns_before_its_commit_and_commits_stay_in_order(tmp_path):
     # The program gets its model without waiting for the ledger; the record (with the
-    # ledger's answer) follows, and the node's next check-in waits for the commit.
+    # ledger's answer) follows; the next round checks in meanwhile, and its commit waits
+    # for the first one (one in flight, in round order).
+    import threading
     sn = SlowCommitSN()
     d = RoundDriver(sn, FakeExchange(), ByteCounter(), "me", LAYOUT, merge=None,
                     swarm_done=lambda: False, record=OutcomeLog(tmp_path / "rounds.jsonl"),
                     wait_slice_s=0.01)
     outcome, merged = d.run(3, update())
     assert outcome.status == "merged" and merged[1] == b"\x01" * 32
-    assert read_outcomes(tmp_path / "rounds.jsonl") == []  # the commit has not answered
+    second = threading.Thread(target=d.run, args=(4, update()))
+    second.start()
+    deadline = time.monotonic() + 10
+    while ("check_in", 4) not in sn.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ("check_in", 4) in sn.calls
+    assert read_outcomes(tmp_path / "rounds.jsonl") == []  # commit 3 has not answered
     sn.release.set()
-    d.run(4, update())
+    second.join(10)
     d.settle()
-    calls = [c for c in sn.calls if c[0] != "wait_round"]
-    assert calls == [("check_in", 3), ("commit", 3), ("check_in", 4), ("commit", 4)]
+    calls = [c for c in sn.calls if c[0] == "commit"]
+    assert calls == [("commit", 3), ("commit", 4)]
     records = read_outcomes(tmp_path / "rounds.jsonl")
     assert [(r["round"], r["agreed"]) for r in records] == [(3, True), (4, True)]
