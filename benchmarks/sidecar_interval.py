@@ -2,8 +2,9 @@
 
 For N SL nodes (real run-sl processes with synthetic sidecars, one sentinel SN on the
 embedded ledger, mTLS on loopback) and a model of M bytes, per configuration:
-- SL round: the SL node's round as it logs it (check-in to seal as the last node to
-  check in sees it, plus the slowest node's exchange and merge; median over rounds),
+- SL round: the SL node's round as its RoundOutcome records it (check-in to seal as the
+  last node to check in sees it, plus the slowest node's exchange and merge; median over
+  rounds),
 - interval: time between merged models loaded at the sidecar (median over rounds and
   nodes), and interval / SL round (the goal is at most 1.2),
 - the hand-off's split, from the sidecar's records (benchmarks/synthetic_sidecar.py
@@ -31,7 +32,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -50,9 +50,9 @@ sys.path.insert(0, str(HERE))
 
 from sn_control_plane import SN, Workspace, free_port  # noqa: E402
 
+from sl_node.round_driver import OUTCOMES_FILE, read_outcomes  # noqa: E402
+
 RUN_TIMEOUT_S = 900.0  # a swarm that stalls (e.g. a round never sealed) fails its row
-ROUND = re.compile(r"round (\d+) merged with (\d+) peers in ([\d.]+) s \(control ([\d.]+) s, "
-                   r"exchange ([\d.]+) s")
 
 
 def run_swarm(ws: Workspace, tmp: Path, nodes: int, model_bytes: int, rounds: int,
@@ -101,13 +101,13 @@ def run_swarm(ws: Workspace, tmp: Path, nodes: int, model_bytes: int, rounds: in
             if proc.poll() is None:
                 proc.kill()
         sentinel.stop()
+    # The SL nodes' RoundOutcome records (rounds.jsonl), not their log lines.
     per_round: dict[int, dict[int, tuple]] = {}
-    for node, lines in enumerate(outputs):
-        for line in lines:
-            match = ROUND.search(line)
-            if match:
-                per_round.setdefault(int(match.group(1)), {})[node] = tuple(
-                    float(v) for v in match.groups()[2:])
+    for node in range(nodes):
+        for r in read_outcomes(tmp / f"sl-{tag}-{node}" / OUTCOMES_FILE):
+            if r["status"] == "merged":
+                per_round.setdefault(r["round"], {})[node] = (
+                    r["control_s"] + r["exchange_s"], r["control_s"], r["exchange_s"])
     records = []
     for model_dir in model_dirs:
         text = (model_dir / "handoff.jsonl").read_text(encoding="utf-8")
