@@ -101,9 +101,9 @@ def output(out: np.ndarray | None, updates: np.ndarray) -> np.ndarray:
     return out
 
 
-def column_blocks(n: int, d: int) -> Iterator[slice]:
-    """Slices covering 0..d in blocks of about _BLOCK_VALUES values of an (n, d) array."""
-    step = max(1, _BLOCK_VALUES // max(n, 1))
+def column_blocks(n: int, d: int, values: int = _BLOCK_VALUES) -> Iterator[slice]:
+    """Slices covering 0..d in blocks of about ``values`` values of an (n, d) array."""
+    step = max(1, values // max(n, 1))
     for start in range(0, d, step):
         yield slice(start, min(start + step, d))
 

@@ -52,7 +52,9 @@ class TrimmedMean:
         n, d = updates.shape
         t = self.trim_count(n)
         out = output(out, updates)
-        for block in column_blocks(n, d):
+        # Smaller blocks: each holds an int64 sort order of all n rows (per column, so
+        # the blocking never changes a value).
+        for block in column_blocks(n, d, 1 << 18):
             cols = updates[:, block]
             order = np.argsort(cols, axis=0, kind="stable")
             num = np.zeros(cols.shape[1], dtype=np.float64)
