@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ANVIL_VERSION := 1.7.1
 ANVIL := .tools/node_modules/.bin/anvil
 
-.PHONY: demo test venv tools containers protos contract clean
+.PHONY: demo test venv tools containers browser protos contract clean
 
 venv: $(STAMP)
 
@@ -40,10 +40,18 @@ containers: $(STAMP)
 	@if command -v podman >/dev/null; then \
 	   PYTHON=$(abspath $(BIN))/python bash docker/build-images.sh $(CONTAINER_IMAGES); fi
 
+# Debian's chromium and chromium-driver for the dashboard's browser test (tests/sn), driven
+# by selenium (pinned in pyproject). Root: installed with apt when missing. Not root and
+# missing: the browser test skips, saying why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	 elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	 else echo "make browser: chromium/chromium-driver are not installed and installing them needs root: the browser test will skip"; fi
+
 demo: $(STAMP)
 	$(BIN)/python examples/demo/run.py
 
-test: $(STAMP) $(ANVIL) containers
+test: $(STAMP) $(ANVIL) containers browser
 	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/python -m pytest
 
 # Regenerate checked-in build outputs (tests prove they match their sources).

@@ -2,9 +2,8 @@
 
 For N SL nodes (real run-sl processes with synthetic sidecars, one sentinel SN on the
 embedded ledger, mTLS on loopback) and a model of M bytes, per configuration:
-- SL round: the SL node's round as its RoundOutcome records it (check-in to seal as the
-  last node to check in sees it, plus the slowest node's exchange and merge; median over
-  rounds),
+- SL round: the SL node's round, from its RoundOutcome records (check-in to seal as
+  the last node to check in sees it, plus the slowest node's exchange and merge; median over rounds),
 - interval: time between merged models loaded at the sidecar (median over rounds and
   nodes), and interval / SL round (the goal is at most 1.2),
 - the hand-off's split, from the sidecar's records (benchmarks/synthetic_sidecar.py
@@ -36,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -48,66 +46,38 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-from sn_control_plane import SN, Workspace, free_port  # noqa: E402
-
-from sl_node.round_driver import OUTCOMES_FILE, read_outcomes  # noqa: E402
+from swarm.lab.launch import LocalSwarm  # noqa: E402
 
 RUN_TIMEOUT_S = 900.0  # a swarm that stalls (e.g. a round never sealed) fails its row
 
 
-def run_swarm(ws: Workspace, tmp: Path, nodes: int, model_bytes: int, rounds: int,
+def run_swarm(certs: Path, tmp: Path, nodes: int, model_bytes: int, rounds: int,
               path: str) -> tuple[dict, list[list[dict]]]:
-    """One swarm run: ({round: {node: (total, control, exchange)}}, records per node)."""
+    """One swarm run: ({round: {node: (total, control, exchange)}}, records per node),
+    the rounds from each SL node's RoundOutcome records."""
     tag = f"{path}-{nodes}-{model_bytes}"
-    sentinel = SN(ws, 1, tmp / f"sn-{tag}", "--sentinel", "--round-grace", "5",
-                  "--host-ip", "127.0.0.1")
-    procs, outputs, model_dirs = [], [], []
-    try:
-        for i in range(nodes):
-            model_dir = tmp / f"model-{tag}-{i}"
-            model_dirs.append(model_dir)
-            argv = [sys.executable, "-m", "sl_node.cli", *ws.tls_args("sl", i + 1),
-                    "--host-ip", "127.0.0.1", "--sn-ip", "127.0.0.1",
-                    "--sn-api-port", str(sentinel.api_port), "--sl-fs-port", str(free_port()),
-                    "--data-dir", str(tmp / f"sl-{tag}-{i}"), "--peer-timeout", "30",
-                    "--ml-entrypoint", sys.executable,
-                    "--ml-cmd", str(HERE / "synthetic_sidecar.py")]
-            env = {"NODE_INDEX": i, "MIN_PEERS": nodes, "ROUNDS": rounds,
-                   "MODEL_BYTES": model_bytes, "MODEL_DIR": model_dir}
-            if path == "socket":
-                env["SWARM_SHM"] = "off"
-            for key, value in env.items():
-                argv += ["--ml-e", f"{key}={value}"]
-            proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            lines: list[str] = []
-            threading.Thread(target=lambda p=proc, out=lines: out.extend(p.stdout),
-                             daemon=True).start()
-            procs.append(proc)
-            outputs.append(lines)
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        for proc, lines in zip(procs, outputs):
-            try:
-                code = proc.wait(max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                raise RuntimeError(f"the swarm did not finish within {RUN_TIMEOUT_S:.0f} s; "
-                                   "an SL node's last lines:\n" + "".join(lines[-10:])) from None
-            if code != 0:
-                raise RuntimeError("an SL node failed:\n" + "".join(lines[-30:]))
-        time.sleep(0.3)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-        sentinel.stop()
-    # The SL nodes' RoundOutcome records (rounds.jsonl), not their log lines.
+    env = {"MIN_PEERS": nodes, "ROUNDS": rounds, "MODEL_BYTES": model_bytes}
+    if path == "socket":
+        env["SWARM_SHM"] = "off"
+    with LocalSwarm(tmp / tag, nodes, [sys.executable, str(HERE / "synthetic_sidecar.py")],
+                    env=env, certs=certs, sn_args=["--round-grace", "5"],
+                    sl_args=["--peer-timeout", "30"]) as swarm:
+        try:
+            codes = swarm.wait(RUN_TIMEOUT_S)
+        except TimeoutError as error:
+            raise RuntimeError(f"{error}; an SL node's last lines:\n{swarm.tail(0, 10)}") from None
+        failed = [i for i, code in enumerate(codes) if code != 0]
+        if failed:
+            raise RuntimeError("an SL node failed:\n" + swarm.tail(failed[0], 30))
+        outcomes = [swarm.outcomes(i) for i in range(nodes)]
+        model_dirs = [swarm.model_dir(i) for i in range(nodes)]
     per_round: dict[int, dict[int, tuple]] = {}
-    for node in range(nodes):
-        for r in read_outcomes(tmp / f"sl-{tag}-{node}" / OUTCOMES_FILE):
-            if r["status"] == "merged":
-                per_round.setdefault(r["round"], {})[node] = (
-                    r["control_s"] + r["exchange_s"], r["control_s"], r["exchange_s"])
+    for node, node_outcomes in enumerate(outcomes):
+        for outcome in node_outcomes:
+            if outcome["status"] == "merged":
+                control, exchange = outcome["control_s"], outcome["exchange_s"]
+                per_round.setdefault(outcome["round"], {})[node] = (
+                    control + exchange, control, exchange)
     records = []
     for model_dir in model_dirs:
         text = (model_dir / "handoff.jsonl").read_text(encoding="utf-8")
@@ -279,13 +249,13 @@ def main() -> int:
         table.add_column(column, justify="right")
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        ws = Workspace(tmp / "ws", max(args.nodes))
+        certs = tmp / "workspace"  # one gen-cert site per node, made once for every run
         for size_mb in args.sizes_mb:
             model_bytes = int(size_mb * 1e6) // 4 * 4
             for nodes in args.nodes:
                 for path in args.paths:
                     try:
-                        per_round, records = run_swarm(ws, tmp, nodes, model_bytes,
+                        per_round, records = run_swarm(certs, tmp, nodes, model_bytes,
                                                        args.rounds, path)
                     except RuntimeError as error:
                         print(f"N={nodes}, {size_mb:g} MB, {path}: {error}", file=sys.stderr)

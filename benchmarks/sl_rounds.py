@@ -48,24 +48,28 @@ STREAM_METHOD = "/bench.Stream/Push"
 
 
 def run_swarm(ws: Workspace, tmp: Path, nodes: int, model_bytes: int, rounds: int,
-              hosts: SimulatedHosts | None = None) -> list[dict]:
-    """One swarm run; returns per round: [{node: (total, control, exchange, sent, recv)}]."""
+              hosts: SimulatedHosts | None = None, sn_extra: tuple[str, ...] = (),
+              sl_extra=lambda node: [], tag: str = "", on_sn=lambda sn: None) -> list[dict]:
+    """One swarm run; returns per round: [{node: (total, control, exchange, sent, recv)}].
+    `sn_extra` and `sl_extra(node)` are more flags for run-sn and each run-sl; `on_sn`
+    is called with the sentinel once it is ready."""
     sn_ip = hosts.root_ip if hosts else "127.0.0.1"
-    sentinel = SN(ws, 1, tmp / f"sn-{nodes}-{model_bytes}", "--sentinel", "--round-grace", "5",
-                  "--host-ip", sn_ip)
+    sentinel = SN(ws, 1, tmp / f"sn-{nodes}-{model_bytes}{tag}", "--sentinel", "--round-grace",
+                  "5", "--host-ip", sn_ip, *sn_extra)
+    on_sn(sentinel)
     procs, outputs = [], []
     try:
         for i in range(nodes):
             argv = [sys.executable, "-m", "sl_node.cli", *ws.tls_args("sl", i + 1),
                     "--host-ip", hosts.ip(i) if hosts else "127.0.0.1", "--sn-ip", sn_ip,
                     "--sn-api-port", str(sentinel.api_port), "--sl-fs-port", str(free_port()),
-                    "--data-dir", str(tmp / f"sl-{nodes}-{model_bytes}-{i}"),
+                    "--data-dir", str(tmp / f"sl-{nodes}-{model_bytes}{tag}-{i}"), *sl_extra(i),
                     "--peer-timeout", "30", "--log-level", os.environ.get("SL_LOG_LEVEL", "INFO"),
                     "--ml-entrypoint", sys.executable,
                     "--ml-cmd", str(HERE / "synthetic_sidecar.py")]
             for key, value in {"NODE_INDEX": i, "MIN_PEERS": nodes, "ROUNDS": rounds,
                                "MODEL_BYTES": model_bytes,
-                               "MODEL_DIR": tmp / f"model-{nodes}-{model_bytes}-{i}"}.items():
+                               "MODEL_DIR": tmp / f"model-{nodes}-{model_bytes}{tag}-{i}"}.items():
                 argv += ["--ml-e", f"{key}={value}"]
             if hosts:
                 argv = hosts.wrap(i, argv)
@@ -91,7 +95,7 @@ def run_swarm(ws: Workspace, tmp: Path, nodes: int, model_bytes: int, rounds: in
             sys.stderr.writelines(f"node {node}: {line}" for line in lines if "phases" in line)
     per_round: dict[int, dict[int, tuple]] = {}
     for node in range(nodes):
-        for r in read_outcomes(tmp / f"sl-{nodes}-{model_bytes}-{node}" / OUTCOMES_FILE):
+        for r in read_outcomes(tmp / f"sl-{nodes}-{model_bytes}{tag}-{node}" / OUTCOMES_FILE):
             if r["status"] == "merged":
                 size = r["model_bytes"] or 1
                 per_round.setdefault(r["round"], {})[node] = (

@@ -21,17 +21,13 @@ import argparse
 import hashlib
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from cryptography import x509
 from rich.console import Console
 from rich.table import Table
 
@@ -39,28 +35,20 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from certs.gen_cert import main as gen_cert  # noqa: E402
-from swarm.identity import issue_node_certificate, load_tls, write_pem_cert, write_pem_key  # noqa: E402
+from swarm.identity import issue_node_certificate, write_pem_cert, write_pem_key  # noqa: E402
+from swarm.lab.launch import (READY, SENTINEL_READY_TIMEOUT_S, NodeProcess, Site,  # noqa: E402
+                              free_port, run_sn_argv)
 from swarm.ledger import EmbeddedChain, connect_external, external_account, open_or_deploy  # noqa: E402
 from swarm.network.sn_client import SNClient  # noqa: E402
 
-READY = "Starting SWARM-API-SERVER on port:"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Workspace:
-    """gen-cert's site 'bench' plus extra SL certificates from the same CA."""
+    """gen-cert's site 'bench' plus extra SL and SN certificates from the same CA."""
 
     def __init__(self, root: Path, peers: int):
         assert gen_cert(["-e", "bench", "-i", "1", "--out", str(root)]) == 0
         self.dir = root / "bench" / "cert"
-        self.capath = self.dir / "ca" / "capath"
-        ca_cert = x509.load_pem_x509_certificate((self.capath / "ca-1-cert.pem").read_bytes())
-        ca_key = load_pem_private_key((self.dir / "ca" / "ca-1-key.pem").read_bytes(), None)
+        ca_key, ca_cert = self.site(1).ca()
         for index in range(2, peers + 1):
             for role in ("sl", "sn"):
                 key, cert = issue_node_certificate(ca_key, ca_cert, role=role, index=index,
@@ -68,36 +56,29 @@ class Workspace:
                 write_pem_key(self.dir / f"{role}-{index}-key.pem", key)
                 write_pem_cert(self.dir / f"{role}-{index}-cert.pem", cert)
 
+    def site(self, index: int) -> Site:
+        """The certificates of index `index` (all under the one CA)."""
+        return Site("bench", index, self.dir)
+
     def tls_args(self, role: str, index: int) -> list[str]:
-        return ["--cert", str(self.dir / f"{role}-{index}-cert.pem"),
-                "--key", str(self.dir / f"{role}-{index}-key.pem"), "--capath", str(self.capath)]
+        return self.site(index).tls_args(role)
 
     def material(self, role: str, index: int):
-        return load_tls(self.dir / f"{role}-{index}-cert.pem",
-                        self.dir / f"{role}-{index}-key.pem", self.capath)
+        return self.site(index).material(role)
 
 
 class SN:
-    """A run-sn process; `ready_s` is the time from spawn to its ready line."""
+    """A run-sn process (the launcher library's); `ready_s` is the time from spawn to
+    its ready line."""
 
-    def __init__(self, ws: Workspace, index: int, data_dir: Path, *extra: str,
-                 api_port: int | None = None, p2p_port: int | None = None):
-        self.api_port = api_port or free_port()
-        self.p2p_port = p2p_port or free_port()
-        argv = [sys.executable, "-m", "sn_node.cli", *ws.tls_args("sn", index),
-                "--sn-api-port", str(self.api_port), "--sn-p2p-port", str(self.p2p_port),
-                "--data-dir", str(data_dir), "--log-level", "WARNING", *extra]
+    def __init__(self, ws: Workspace, index: int, data_dir: Path, *extra: str):
+        self.api_port, self.p2p_port = free_port(), free_port()
+        argv = run_sn_argv(ws.site(index), data_dir, self.api_port, self.p2p_port,
+                           "--log-level", "WARNING", *extra)
         started = time.perf_counter()
-        self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        for line in self.proc.stdout:
-            if READY in line:
-                self.ready_s = time.perf_counter() - started
-                break
-        else:
-            raise RuntimeError(f"run-sn exited with {self.proc.wait()} before it was ready")
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        self.proc = NodeProcess(argv, name=f"sn-{index}")
+        self.proc.wait_for(READY, SENTINEL_READY_TIMEOUT_S)
+        self.ready_s = time.perf_counter() - started
 
     @property
     def target(self) -> str:
@@ -107,8 +88,7 @@ class SN:
         if kill:
             self.proc.kill()
         else:
-            self.proc.terminate()
-        self.proc.wait(30)
+            self.proc.stop(30)
 
 
 def bench_startup(ws: Workspace, tmp: Path, repeats: int) -> list[tuple]:
@@ -277,8 +257,8 @@ def main() -> int:
 
         if Path(anvil).exists():
             port = free_port()
-            node = subprocess.Popen([anvil, "--host", "127.0.0.1", "--port", str(port),
-                                     "--silent"])
+            node = NodeProcess([anvil, "--host", "127.0.0.1", "--port", str(port), "--silent"],
+                               name="anvil")
             url = f"http://127.0.0.1:{port}"
             try:
                 for _ in range(100):
@@ -298,8 +278,7 @@ def main() -> int:
                 finally:
                     sentinel.stop()
             finally:
-                node.terminate()
-                node.wait(10)
+                node.stop(10)
 
     print_table(rows)
     return 0

@@ -12,7 +12,9 @@ import numpy as np
 
 from swarm.protos import sl_api_pb2 as pb
 from swarm.protos import sl_api_pb2_grpc as pb_grpc
-from swarm.tensors import Assembler, Layout, WeightsError, digest_from_hashes, verify_blocks
+from swarm.tensors import Layout, WeightsError, digest_from_hashes, verify_blocks
+
+from sl_node.exchange.gate import receive_into
 
 log = logging.getLogger("swarm.sl")
 
@@ -56,45 +58,87 @@ def fetch_latest(sn, channel_for, node_id: str, layout: Layout, counter,
 def _fetch_round(sn, channel_for, node_id: str, layout: Layout, counter,
                  max_model_bytes: int, status) -> MergedModel:
     info = sn.wait_round(status.latest_merged_round, 0.1)
-    expected = bytes(status.latest_merged_digest)
-    errors = []
-    for participant in info.participants:
-        if participant.node_id == node_id:
-            continue
+    holders = [(p.node_id, p.endpoint) for p in info.participants]
+    model, found, _ = _first_intact(channel_for, node_id, layout, counter, max_model_bytes,
+                                    status.latest_merged_round,
+                                    bytes(status.latest_merged_digest), holders)
+    if model is None:
+        raise CatchUpError(f"could not load the merged model of round "
+                           f"{status.latest_merged_round}: "
+                           + "; ".join(found or ["no peer holds it"]))
+    return model
+
+
+def fetch_agreed(channel_for, node_id: str, layout: Layout, counter, max_model_bytes: int,
+                 round_number: int, digest: bytes, holders: list[tuple[str, str]],
+                 within_s: float, retry_s: float = 0.2) -> tuple[MergedModel, str]:
+    """Heals a divergence: the merged model of `round_number` whose digest the ledger
+    agreed, from the first of `holders` ((node id, endpoint)) that serves it intact,
+    and that holder's node id. Peers hold a round's model only once their own round has
+    returned, so this asks again until `within_s` has passed; CatchUpError then, or at
+    once when every other holder serves that round with another digest (nobody holds
+    the ledger's: a made-up commit)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        model, found, settled = _first_intact(channel_for, node_id, layout, counter,
+                                              max_model_bytes, round_number, digest, holders)
+        if model is not None:
+            return model, found
+        if settled or time.monotonic() + retry_s > deadline:
+            raise CatchUpError(f"could not load the agreed model of round {round_number} "
+                               f"({digest.hex()[:16]}): "
+                               + "; ".join(found or ["no peer holds it"]))
+        time.sleep(retry_s)
+
+
+class _OtherDigest(Exception):
+    """The holder serves the round, with another digest than the one asked for."""
+
+
+def _first_intact(channel_for, node_id, layout, counter, max_model_bytes, round_number,
+                  expected: bytes, holders) -> tuple:
+    """(model, holder, _) from the first holder whose model of round_number has digest
+    `expected`, else (None, errors per holder, whether every holder asked served that
+    round with another digest)."""
+    errors, others = [], 0
+    asked = [(h, e) for h, e in holders if h != node_id]
+    for holder, endpoint in asked:
         try:
-            model = _fetch_from(channel_for(participant.endpoint), participant.endpoint,
-                                status.latest_merged_round, layout, counter, max_model_bytes)
+            model = _fetch_from(channel_for(endpoint), endpoint, round_number, layout,
+                                counter, max_model_bytes, expected)
         except grpc.RpcError as error:
-            errors.append(f"{participant.node_id}: {error.details()}")
+            errors.append(f"{holder}: {error.details()}")
             continue
         except WeightsError as error:
-            errors.append(f"{participant.node_id}: {error}")
+            errors.append(f"{holder}: {error}")
             continue
-        if model.digest != expected:
-            errors.append(f"{participant.node_id}: digest differs from the ledger's")
+        except _OtherDigest:
+            errors.append(f"{holder}: digest differs from the ledger's")
+            others += 1
             continue
-        log.info("loaded the merged model of round %d from %s", model.round, participant.node_id)
-        return model
-    raise CatchUpError(f"could not load the merged model of round "
-                       f"{status.latest_merged_round}: "
-                       + "; ".join(errors or ["no peer holds it"]))
+        log.info("loaded the merged model of round %d from %s", model.round, holder)
+        return model, holder, True
+    return None, errors, bool(asked) and others == len(asked)
 
 
 def _fetch_from(channel: grpc.Channel, endpoint: str, round_number: int, layout: Layout,
-                counter, max_model_bytes: int) -> MergedModel:
+                counter, max_model_bytes: int, expected: bytes) -> MergedModel:
     stub = pb_grpc.SwarmLearningPeerStub(channel)
     stream = stub.FetchModel(pb.FetchRequest(round=round_number), timeout=300)
     header = next(stream).header
+    if header.merged_digest and bytes(header.merged_digest) != expected:
+        stream.cancel()  # another model: not worth its bytes
+        raise _OtherDigest()
     theirs = Layout.from_json(header.layout_json)
     if theirs.fingerprint != layout.fingerprint:
         raise WeightsError("the swarm's model has another layout than this sidecar's")
-    assembler = Assembler(header.total_bytes, limit_bytes=max_model_bytes, who=endpoint)
-    for chunk in stream:
-        assembler.add(chunk.data)
-        counter.add(received=len(chunk.data))
-    data = assembler.finish()
+    out = np.empty(layout.nbytes, dtype=np.uint8)  # ours: the fingerprint matched
+    data = receive_into(stream, header.total_bytes, endpoint, memoryview(out), counter,
+                        max_model_bytes)
     hashes = list(header.block_hashes)
     verify_blocks(data, 0, hashes, endpoint)
     digest = digest_from_hashes(theirs.fingerprint, hashes)
-    flat = np.frombuffer(data, dtype=theirs.wire)
+    if digest != expected:  # the header's claim is the holder's word; this is checked
+        raise _OtherDigest()
+    flat = out.view(theirs.wire)
     return MergedModel(header.round, theirs, flat, hashes, digest)

@@ -14,7 +14,10 @@ from pathlib import Path
 
 from swarm.cli.args import ip_address, node_tls, port
 from swarm.daemon import detach
+from swarm.metrics_export import NodeMetrics
+from swarm.progress import ProgressLine
 
+from sl_node.exchange.faults import parse_faults
 from sl_node.local_service import SwarmLearningLocalServicer
 from sl_node.node import SLConfig, StartupError, SwarmLearningNode
 from sl_node.sidecar import Sidecar, SidecarSpec, parse_env, parse_volume, prepare_container
@@ -72,7 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--peer-timeout", type=float, default=5.0, metavar="SECONDS",
                      help="a peer silent this long (plus transfer time) is dropped from a "
                           "round (default 5)")
+    watch = p.add_argument_group("watching")
+    watch.add_argument("--metrics-port", type=port, metavar="PORT",
+                       help="serve Prometheus metrics on http://METRICS-IP:PORT/metrics "
+                            "(default: off)")
+    watch.add_argument("--metrics-ip", type=ip_address, default="127.0.0.1", metavar="IP",
+                       help="address the metrics endpoint listens on (default 127.0.0.1)")
+    watch.add_argument("--progress", choices=["auto", "off"], default="auto",
+                       help="a one-line progress display (round, who is missing, for how "
+                            "long): in place on a terminal, a `progress:` line every 10 s "
+                            "otherwise (default auto)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    # Chaos experiments: make this node misbehave on purpose (Fault names, comma-separated,
+    # e.g. veto_all,equivocate_merged), through the exchange's outgoing hook as the tests do.
+    run.add_argument("--experiment-faults", default="", help=argparse.SUPPRESS)
     return p
 
 
@@ -100,11 +116,15 @@ def parse(argv: list[str]) -> tuple[SLConfig, SidecarSpec, argparse.Namespace]:
     if not cmd and not entrypoint and not args.ml_image:
         parser.error("say what the ML sidecar runs: --ml-cmd (and --ml-entrypoint), "
                      "or --ml-image")
+    try:
+        faults = frozenset(parse_faults(args.experiment_faults))
+    except ValueError as error:
+        parser.error(f"--experiment-faults: {error}")
     data_dir = Path(args.data_dir or f"swarm-data/sl-{args.sl_fs_port}").resolve()
     config = SLConfig(host_ip=args.host_ip, bind_ip=args.bind_ip or args.host_ip,
                       sn_target=f"{args.sn_ip}:{args.sn_api_port}", fs_port=args.sl_fs_port,
                       data_dir=data_dir, socket_path=socket_path_for(data_dir),
-                      peer_timeout_s=args.peer_timeout)
+                      peer_timeout_s=args.peer_timeout, experiment_faults=faults)
     spec = SidecarSpec(cmd=cmd, entrypoint=entrypoint, workdir=args.ml_w, env=env,
                        volumes=volumes, image=args.ml_image, name=args.ml_name,
                        engine=args.ml_engine, keep=args.ml_keep)
@@ -154,10 +174,28 @@ def main(argv: list[str] | None = None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    metrics = None
+    if args.metrics_port:
+        metrics = NodeMetrics("sl")
+        node.outcomes.add(lambda o: metrics.observe_outcome(
+            o.round, o.status, o.control_s + o.exchange_s, o.bytes_sent, o.bytes_received,
+            o.participants, o.dropped))
+    progress = None
     try:
+        if metrics is not None:
+            try:
+                metrics.serve(args.metrics_port, args.metrics_ip)
+            except OSError as error:
+                raise StartupError(f"--metrics-port {args.metrics_port}: cannot listen on "
+                                   f"{args.metrics_ip}: {error.strerror}") from None
         node.start()
         node.serve_local(SwarmLearningLocalServicer(node))
         print(READY_LINE.format(node_id=tls.identity.node_id, port=config.fs_port), flush=True)
+        if args.progress == "auto":
+            tty = sys.stderr.isatty()
+            progress = ProgressLine(lambda: node.sn.view(rounds=3, events=1),
+                                    interval_s=1.0 if tty else 10.0,
+                                    tty=tty).start()
     except StartupError as error:
         if not stopping.is_set():
             print(f"run-sl: error: {error}", file=sys.stderr)
@@ -169,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     while sidecar.proc.poll() is None:
         stopping.wait(0.2)
     code = sidecar.wait()
+    if progress is not None:
+        progress.stop()
     if stopping.is_set():
         log.info("stopped")
     elif code == 0:
@@ -176,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         log.error("the ML sidecar exited with status %d; see %s", code, sidecar.log_path)
     node.stop()
+    if metrics is not None:
+        metrics.close()
     return code
 
 

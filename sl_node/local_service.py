@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ from swarm.tensors.region import DATA_OFFSET, RegionError, SharedRegion
 from sl_node.node import SessionError, SwarmLearningNode
 
 log = logging.getLogger("swarm.sl.local")
+# A sidecar reports a handful of validation metrics per merge, not a table.
+MAX_METRICS = 32
 
 
 def _chunk_data(chunk) -> memoryview | bytes:
@@ -64,6 +67,9 @@ class SwarmLearningLocalServicer(lpb_grpc.SwarmLearningLocalServicer):
                 response_serializer=lpb.HelloReply.SerializeToString),
             "Sync": grpc.stream_stream_rpc_method_handler(self.Sync, **chunks),
             "Finish": grpc.stream_stream_rpc_method_handler(self.Finish, **chunks),
+            "ReportMetrics": grpc.unary_unary_rpc_method_handler(
+                self.ReportMetrics, request_deserializer=lpb.MetricsReport.FromString,
+                response_serializer=lpb.MetricsAck.SerializeToString),
         }
         service = lpb.DESCRIPTOR.services_by_name["SwarmLearningLocal"].full_name
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
@@ -226,3 +232,13 @@ class SwarmLearningLocalServicer(lpb_grpc.SwarmLearningLocalServicer):
                                      header.checkin_model_on_train_end or "inactive")
 
         yield from self._call(request_iterator, context, run)
+
+    def ReportMetrics(self, request, context):
+        """The sidecar's validation metrics of a merged model: onto the next outcome."""
+        metrics = {name[:64]: float(value) for name, value in request.metrics.items()
+                   if math.isfinite(value)}
+        if len(metrics) > MAX_METRICS:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{len(metrics)} metrics reported; at most {MAX_METRICS}")
+        self._node.outcomes.note_metrics(request.round, metrics)
+        return lpb.MetricsAck()

@@ -23,10 +23,12 @@ from swarm.protos import sl_api_pb2_grpc as pb_grpc
 from swarm.session import CHECKIN_MODES, Session, SessionFormatError
 from swarm.tensors import Layout, WeightsError, weights_digest
 
-from sl_node.catchup import CatchUpError, MergedModel, fetch_latest
+from sl_node.catchup import CatchUpError, MergedModel, fetch_agreed, fetch_latest
 from sl_node.exchange import ByteCounter, Exchange, Gate, Inboxes, ReceiptAgreement, hook_from_env
+from sl_node.exchange.faults import hook_for
 from sl_node.exchange.gate import Revocations
 from sl_node.exchange.transport import return_chunks_to_the_system
+from sl_node.outcome_report import OutcomeReporter, Outcomes
 from sl_node.peer_service import SwarmLearningPeerServicer, add_to_server
 from sl_node.round_driver import OUTCOMES_FILE, OutcomeLog, RoundDriver, RoundOutcome, Update
 
@@ -56,6 +58,8 @@ class SLConfig:
     socket_path: Path
     peer_timeout_s: float = 5.0
     max_model_bytes: int = 2 << 30
+    # Chaos experiments only (run-sl's hidden --experiment-faults); empty: SWARM_FAULTS.
+    experiment_faults: frozenset = frozenset()
 
     @property
     def endpoint(self) -> str:
@@ -90,16 +94,21 @@ class SwarmLearningNode:
         self.merge = None
         self.session: Session | None = None  # as recorded on the ledger
         self.driver: RoundDriver | None = None
-        self.outcomes = OutcomeLog(config.data_dir / OUTCOMES_FILE)
+        # rounds.jsonl, then the SN (best effort, off the round's thread); `add` more.
+        self.reporter = OutcomeReporter(self.sn)
+        self.outcomes = Outcomes(OutcomeLog(config.data_dir / OUTCOMES_FILE), self.reporter)
         self.min_peers = 0
         self.latest: MergedModel | None = None
         self.last_round = 0
         self.swarm_done = False
+        self.heal_pending = False  # diverged and not healed yet: load before the next round
         # Validity decided from receipts the SN freezes once for everyone (one SN; with
         # several the SN says so and the exchange falls back to the owners' vote).
+        self.hook = (hook_for(config.experiment_faults) if config.experiment_faults
+                     else hook_from_env())
         self.exchange = Exchange(self._channel, self.inboxes, self.counter,
                                  config.peer_timeout_s, agreement=ReceiptAgreement(self.sn),
-                                 hook=hook_from_env())
+                                 hook=self.hook)
 
     # --- start / stop -----------------------------------------------------------------
 
@@ -138,6 +147,7 @@ class SwarmLearningNode:
         for server in self._servers:
             server.stop(grace=2).wait(5)
         self.exchange.close()
+        self.reporter.close()
         for channel in self._channels.values():
             channel.close()
         self.sn.close()
@@ -227,7 +237,8 @@ class SwarmLearningNode:
         self.driver = RoundDriver(self.sn, self.exchange, self.counter, self.node_id, layout,
                                   merge, self._done, self.outcomes,
                                   rejoin=lambda: self.sn.register(self.config.endpoint),
-                                  expect=self.inboxes.expect)
+                                  expect=self.inboxes.expect, heal=self._heal,
+                                  hook=self.hook, publish=self._publish)
         status = self.sn.status()
         log.info("sidecar (%s) connected: %d tensors, %.1f MB, merge %s %s, min_peers %d",
                  framework, len(layout.tensors), layout.nbytes / 1e6, session.merge_method,
@@ -242,6 +253,13 @@ class SwarmLearningNode:
         status = self.sn.status()  # one status read per sync: done? catch up? which round?
         if self._done(status):
             return self._final_result()
+        if self.heal_pending and status.has_merged_round:
+            model = self._heal_late(status)
+            if model is not None:
+                return (lpb.SyncResult(round=model.round, merged_digest=model.digest,
+                                       total_bytes=model.layout.nbytes,
+                                       message="loaded the swarm's agreed model (this node "
+                                               "had diverged)"), model)
         if begin and status.has_merged_round:  # a late joiner or a restart: catch up first
             model = self._fetch_latest(status)
             return (lpb.SyncResult(round=model.round, merged_digest=model.digest,
@@ -320,6 +338,7 @@ class SwarmLearningNode:
                 self.swarm_done = True
                 return self._final_result()
             flat_merged, merged_digest, merged_hashes = merged
+            self.heal_pending = outcome.diverged and not outcome.healed_from
             self.latest = MergedModel(outcome.round, self.layout, flat_merged, merged_hashes,
                                       merged_digest)
             self.last_round = outcome.round
@@ -331,7 +350,38 @@ class SwarmLearningNode:
                                    merged_digest=merged_digest, total_bytes=flat_merged.nbytes,
                                    message=message), self.latest)
 
-    def _fetch_latest(self, status) -> MergedModel:
+    def _publish(self, round_number: int, merged: tuple) -> None:
+        flat, digest, hashes = merged
+        self.latest = MergedModel(round_number, self.layout, flat, hashes, digest)
+
+    def _heal(self, plan, digest: bytes):
+        """The round's agreed model from a participant that holds it (the driver calls
+        this when our merged digest differs from the ledger's); None if none serves it
+        within two peer timeouts."""
+        holders = [(p.node_id, p.endpoint) for p in plan.peers]
+        try:
+            model, holder = fetch_agreed(self._channel, self.node_id, self.layout, self.counter,
+                                         self.config.max_model_bytes, plan.round, digest,
+                                         holders, within_s=2 * self.config.peer_timeout_s)
+        except CatchUpError as error:
+            log.warning("%s; loading the swarm's latest model before the next round", error)
+            return None
+        return (model.flat, model.digest, model.hashes), holder
+
+    def _heal_late(self, status) -> MergedModel | None:
+        """A divergence not healed in its round: the swarm's latest merged model now
+        (None, and still pending, if no peer serves it yet)."""
+        try:
+            model = self._fetch_latest(status, reason="healing a divergence: the swarm's "
+                                                      "agreed model, from a peer")
+        except SessionError as error:
+            log.warning("%s; trying again before the next round", error)
+            return None
+        self.heal_pending = False
+        return model
+
+    def _fetch_latest(self, status, reason: str = "the swarm's merged model, from a peer"
+                      ) -> MergedModel:
         try:
             model = fetch_latest(self.sn, self._channel, self.node_id, self.layout,
                                  self.counter, self.config.max_model_bytes, status)
@@ -339,8 +389,7 @@ class SwarmLearningNode:
             raise SessionError(str(error)) from None
         self.latest = model
         self.last_round = max(self.last_round, model.round)
-        self.outcomes(RoundOutcome(round=model.round, status="loaded",
-                                   reason="the swarm's merged model, from a peer",
+        self.outcomes(RoundOutcome(round=model.round, status="loaded", reason=reason,
                                    bytes_received=model.layout.nbytes,
                                    model_bytes=model.layout.nbytes,
                                    merged_digest=model.digest.hex(), finished_at=time.time()))

@@ -24,6 +24,7 @@ from swarm.network.sn_client import Reason, SwarmNetworkError
 from swarm.tensors import Layout
 
 from sl_node.exchange import Peer, RoundFailed, RoundPlan
+from sl_node.exchange.faults import Kind, Outgoing, OutgoingHook, send_as_is
 
 log = logging.getLogger("swarm.sl")
 
@@ -49,7 +50,21 @@ class RoundOutcome:
     merged_digest: str = ""              # hex
     merge_method: str = ""               # the session's, as this node ran it
     agreed: bool | None = None           # our digest equals the ledger's
+    # Never silently different weights: our merged digest (merged_digest, as computed
+    # here) differed from the one the ledger agreed for this round (agreed_digest,
+    # hex); healed_from names the peer the agreed model came from in this round, the
+    # model this node then keeps ("" if none served it yet: the node loads the swarm's
+    # latest model before its next round, recorded as status "loaded").
+    diverged: bool = False
+    agreed_digest: str = ""
+    healed_from: str = ""
+    heal_s: float = 0.0                  # spent fetching the agreed model
     finished_at: float = 0.0             # unix seconds
+    # Validation metrics (e.g. val_loss) the sidecar measured on the merged model of
+    # round metrics_round (0: none). They reach the node after that round's outcome
+    # was recorded, so they ride on the node's next outcome, whatever its status.
+    metrics: dict[str, float] = field(default_factory=dict)
+    metrics_round: int = 0
 
     @property
     def merged(self) -> bool:
@@ -106,9 +121,11 @@ class RoundDriver:
                  swarm_done: Callable[[], bool], record: Callable[[RoundOutcome], None],
                  rejoin: Callable[[], None] = lambda: None,
                  expect: Callable[[int], None] = lambda round_number: None,
+                 heal: Callable[[RoundPlan, bytes], tuple | None] = lambda plan, digest: None,
+                 hook: OutgoingHook = send_as_is,
+                 publish: Callable[[int, tuple], None] = lambda round_number, merged: None,
                  wait_slice_s: float = WAIT_SLICE_S,
-                 clock: Callable[[], float] = time.perf_counter,
-                 commit_in_background: bool = True):
+                 clock: Callable[[], float] = time.perf_counter):
         self.sn = sn
         self.exchange = exchange
         self.counter = counter
@@ -119,13 +136,16 @@ class RoundDriver:
         self._record = record
         self._rejoin = rejoin
         self._expect = expect  # peers may push for a round once we check in for it
+        # (plan, agreed digest) -> ((flat, digest, hashes), peer id) or None: the
+        # agreed model, fetched from a peer that holds it
+        self._heal = heal
+        self._hook = hook  # the exchange's outgoing hook: the commit passes it too
+        # (round, (flat, digest, hashes)): our merged model, served to peers (FetchModel)
+        # from before the commit on, so that peers healing a divergence need not wait
+        # for this node's own commit or heal
+        self._publish = publish
         self.wait_slice_s = wait_slice_s
         self._clock = clock
-        # The merged model goes back to the program before the commit of its digest
-        # lands: the commit (a ledger write, ~0.2 s) overlaps the program's next step
-        # and the next round's check-in; the next commit waits for it (see settle).
-        self._commit_in_background = commit_in_background
-        self._pending_commit: threading.Thread | None = None
 
     def run(self, round_number: int, update: Update,
             known_live: bool = False) -> tuple[RoundOutcome, tuple | None]:
@@ -187,52 +207,42 @@ class RoundDriver:
                 # Not a merge: the one update is passed on as it is; say so plainly.
                 log.warning("round %d: only %s sent an update: every node takes its model "
                             "as it is (nothing to merge)", round_number, contributors[0])
-            # COMMIT (recorded with its answer; in the background unless told otherwise)
-            after = (self.counter.sent, self.counter.received)
-            args = (plan, "merged", "" if len(contributors) > 1 else "a single contributor",
-                    participants, contributors, dropped, control_s, exchange_s, before)
-            if self._commit_in_background:
-                self.settle()  # one commit in flight at most, in round order
-                self._pending_commit = threading.Thread(
-                    target=self._commit, args=(args, merged_digest, after, True),
-                    name=f"commit-{round_number}", daemon=True)
-                self._pending_commit.start()
-                outcome = self._make_outcome(*args, merged_digest=merged_digest.hex(),
-                                             after=after)
-            else:
-                outcome = self._commit(args, merged_digest, after, False)
+            self._publish(round_number, (merged, merged_digest, merged_hashes))
+            # COMMIT
+            reply = None
+            commit = Outgoing(Kind.COMMIT, plan, None, data=memoryview(merged_digest))
+            for out in self._hook(commit):
+                reply = self.sn.commit_merged(round_number, bytes(out.data))
+            if reply is None:  # a fault withheld the commit: the ledger's word still counts
+                reply = self.sn.commit_merged(round_number, merged_digest)
+            divergence, healed_from = {}, ""
+            if not reply.agreed:
+                ledger_digest = bytes(reply.ledger_digest)
+                log.warning("round %d: our merged digest %s differs from the ledger's %s: "
+                            "loading the agreed model from a peer", round_number,
+                            merged_digest.hex()[:16], ledger_digest.hex()[:16])
+                divergence = {"diverged": True, "agreed_digest": ledger_digest.hex()}
+                mark = self._clock()
+                healed = self._heal(plan, ledger_digest)
+                divergence["heal_s"] = round(self._clock() - mark, 6)
+                if healed is not None:
+                    result, healed_from = healed
+                    merged, _, merged_hashes = result
+                    log.info("round %d: healed: took the agreed model from %s",
+                             round_number, healed_from)
+            outcome = self._outcome(
+                plan, "merged", "" if len(contributors) > 1 else "a single contributor",
+                participants, contributors, dropped, control_s, exchange_s, before,
+                merged_digest=merged_digest.hex(), agreed=bool(reply.agreed),
+                healed_from=healed_from, **divergence)
+            if healed_from:
+                merged_digest = bytes(reply.ledger_digest)
             size = self.layout.nbytes or 1
             log.info("round %d merged with %d peers in %.3f s (control %.3f s, exchange "
                      "%.3f s; sent %.2f, received %.2f model sizes)", round_number,
                      plan.size, control_s + exchange_s, control_s, exchange_s,
                      outcome.bytes_sent / size, outcome.bytes_received / size)
             return outcome, (merged, merged_digest, merged_hashes)
-
-    def settle(self, timeout_s: float | None = None) -> None:
-        """Waits until the commit of this node's last merged round has landed (and is
-        recorded)."""
-        pending = self._pending_commit
-        if pending is not None:
-            pending.join(timeout_s)
-
-    def _commit(self, args: tuple, merged_digest: bytes, after: tuple,
-                background: bool) -> RoundOutcome:
-        round_number = args[0].round
-        agreed = None
-        try:
-            reply = self.sn.commit_merged(round_number, merged_digest)
-            agreed = bool(reply.agreed)
-            if not agreed:
-                log.warning("round %d: our merged digest %s differs from the ledger's %s",
-                            round_number, merged_digest.hex()[:16],
-                            reply.ledger_digest.hex()[:16])
-        except SwarmNetworkError as error:
-            if not background:
-                raise
-            # The model is merged either way; only the ledger's evidence is missing.
-            log.warning("round %d: committing our merged digest failed: %s", round_number, error)
-        return self._outcome(*args, merged_digest=merged_digest.hex(), agreed=agreed,
-                             after=after)
 
     # --- phases' pieces ----------------------------------------------------------------
 
@@ -284,22 +294,19 @@ class RoundDriver:
             return None
         return RoundPlan(info.round, peers, me, self.layout)
 
-    def _outcome(self, *args, **kwargs) -> RoundOutcome:
-        outcome = self._make_outcome(*args, **kwargs)
-        self._record(outcome)
-        return outcome
-
-    def _make_outcome(self, plan, status, reason, participants, contributors, dropped,
-                      control_s, exchange_s, before, merged_digest="", agreed=None,
-                      after=None) -> RoundOutcome:
-        after = after or (self.counter.sent, self.counter.received)
-        return RoundOutcome(
+    def _outcome(self, plan, status, reason, participants, contributors, dropped, control_s,
+                 exchange_s, before, merged_digest="", agreed=None,
+                 **divergence) -> RoundOutcome:
+        outcome = RoundOutcome(
             round=plan.round, status=status, reason=reason, participants=participants,
             contributors=contributors, dropped=dropped, control_s=round(control_s, 6),
-            exchange_s=round(exchange_s, 6), bytes_sent=after[0] - before[0],
-            bytes_received=after[1] - before[1],
+            exchange_s=round(exchange_s, 6), bytes_sent=self.counter.sent - before[0],
+            bytes_received=self.counter.received - before[1],
             model_bytes=self.layout.nbytes, merged_digest=merged_digest, agreed=agreed,
-            merge_method=getattr(self.merge, "name", ""), finished_at=time.time())
+            merge_method=getattr(self.merge, "name", ""), finished_at=time.time(),
+            **divergence)
+        self._record(outcome)
+        return outcome
 
     def _done(self, round_number: int, reason: str) -> RoundOutcome:
         return RoundOutcome(round=round_number, status="swarm_done", reason=reason,

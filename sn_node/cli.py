@@ -11,10 +11,13 @@ from pathlib import Path
 
 from swarm.cli.args import ip_address, node_tls, port
 from swarm.daemon import detach
+from swarm.metrics_export import NodeMetrics
 
+from sn_node import service
 from sn_node.node import READY_LINE, NodeConfig, StartupError, SwarmNetworkNode
 
 log = logging.getLogger("swarm.sn")
+DASHBOARD_PORT = 30380
 
 
 class Interrupted(BaseException):
@@ -72,6 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
                           "active nodes before sealing the round (default 2)")
     run.add_argument("--liveness-timeout", type=float, default=10.0, metavar="SECONDS",
                      help="an SL node silent this long is marked inactive (default 10)")
+    watch = p.add_argument_group("watching")
+    watch.add_argument("--metrics-port", type=port, metavar="PORT",
+                       help="serve Prometheus metrics on http://METRICS-IP:PORT/metrics "
+                            "(default: off)")
+    watch.add_argument("--metrics-ip", type=ip_address, default="127.0.0.1", metavar="IP",
+                       help="address the metrics endpoint listens on (default 127.0.0.1)")
+    watch.add_argument("--dashboard", action="store_true",
+                       help="serve a live dashboard over HTTPS (this SN's certificate); open it "
+                            "with a certificate from --capath or the URL with the token printed "
+                            "at start")
+    watch.add_argument("--dashboard-host", type=ip_address, default="127.0.0.1", metavar="IP",
+                       help="with --dashboard: the address to serve it on (default 127.0.0.1)")
+    watch.add_argument("--dashboard-port", type=port, default=DASHBOARD_PORT, metavar="PORT",
+                       help=f"with --dashboard: its port (default {DASHBOARD_PORT})")
     run.add_argument("--log-level", default="INFO",
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -86,6 +103,9 @@ def parse_config(argv: list[str] | None) -> tuple[NodeConfig, argparse.Namespace
     if args.sn_api_port == args.sn_p2p_port:
         parser.error(f"--sn-api-port and --sn-p2p-port are both {args.sn_api_port}; "
                      "they need different ports")
+    if args.dashboard and args.dashboard_port in (args.sn_api_port, args.sn_p2p_port,
+                                                  args.metrics_port):
+        parser.error(f"--dashboard-port {args.dashboard_port} is also one of the SN's other ports")
     if args.ledger_key_file and not args.ledger_url:
         parser.error("--ledger-key-file goes with --ledger-url")
     if args.round_grace < 0 or args.liveness_timeout <= 0:
@@ -106,6 +126,31 @@ def parse_config(argv: list[str] | None) -> tuple[NodeConfig, argparse.Namespace
         liveness_timeout_s=args.liveness_timeout,
     )
     return config, args
+
+
+def feed_metrics(node: SwarmNetworkNode, metrics: NodeMetrics) -> None:
+    """Metrics from the SN's refusals, the outcomes SL nodes report, and the read model's
+    merged rounds (a thread following its change notifications)."""
+    service.REFUSAL_OBSERVERS.append(metrics.observe_refusal)
+
+    def on_outcome(node_id, report) -> None:
+        metrics.bytes_sent.inc(report.bytes_sent)
+        metrics.bytes_received.inc(report.bytes_received)
+        metrics.observe_dropped(report.participants, report.dropped)
+
+    node.on_outcome = on_outcome
+
+    def follow() -> None:
+        while node.view is None:  # set early in node.start()
+            threading.Event().wait(0.1)
+        for event in node.view.subscribe():
+            if event.kind == "merged" and event.round is not None:
+                kept = node.view.round(event.round)
+                seconds = (kept.merged_at - kept.opened_at
+                           if kept and kept.opened_at is not None and kept.merged_at else None)
+                metrics.observe_round(event.round, seconds)
+
+    threading.Thread(target=follow, name="sn-metrics", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,7 +184,15 @@ def main(argv: list[str] | None = None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    metrics = NodeMetrics("sn") if args.metrics_port else None
     try:
+        if metrics is not None:
+            try:
+                metrics.serve(args.metrics_port, args.metrics_ip)
+            except OSError as error:
+                raise StartupError(f"--metrics-port {args.metrics_port}: cannot listen on "
+                                   f"{args.metrics_ip}: {error.strerror}") from None
+            feed_metrics(node, metrics)
         node.start()
         starting.clear()
     except StartupError as error:
@@ -152,11 +205,26 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s while starting: stopping", signal.Signals(interrupted.signum).name)
         node.stop()
         return 0
+    dashboard = None
+    if args.dashboard:
+        from sn_node.dashboard import DASHBOARD_LINE, serve_dashboard
+
+        try:
+            dashboard = serve_dashboard(node, args.dashboard_host, args.dashboard_port,
+                                        args.cert, args.key)
+        except OSError as error:
+            print(f"run-sn: error: --dashboard-port {args.dashboard_port}: {error}", file=sys.stderr)
+            node.stop()
+            return 1
+        # The token is the browser's key: printed once, to the operator's terminal (or sn.log).
+        print(DASHBOARD_LINE.format(url=dashboard.token_url), flush=True)
     # Waits in slices: a signal delivered to another thread (gRPC's, the ledger's) only
     # sets a flag, which the main thread acts on the next time it runs Python code.
     while not stop.wait(0.5):
         pass
     log.info("stopping SN node %s", tls.identity.node_id)
+    if dashboard is not None:
+        dashboard.stop()
     node.stop()
     return 0
 

@@ -104,6 +104,12 @@ class MemberDirectory:
             seen = self._liveness.get(key)
         return seen is not None and self._clock() - seen.last_heartbeat < self.liveness_timeout_s
 
+    def heartbeat_age(self, key: bytes) -> float | None:
+        """Seconds since the member's last heartbeat here; None when never heard."""
+        with self._lock:
+            seen = self._liveness.get(key)
+        return None if seen is None else max(0.0, self._clock() - seen.last_heartbeat)
+
     def silent_members(self) -> list[Member]:
         """Active SL nodes controlled here that have been silent past the timeout."""
         now = self._clock()

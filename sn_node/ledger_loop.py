@@ -14,6 +14,7 @@ from swarm.ledger import (STATUS_ACTIVE, STATUS_INACTIVE, STATUS_REVOKED, Ledger
                           LedgerError, Member, TxResult, node_key)
 
 from sn_node.directory import MemberDirectory
+from sn_node.read_model import ReadModel
 from sn_node.rounds import CheckIn, RoundBook, SealedRound, SealPlan
 
 log = logging.getLogger("swarm.sn.ledger")
@@ -29,14 +30,17 @@ class LedgerLoop:
     arrives while a transaction is in flight goes out in the next one. RPC handlers
     hand it writes through `submit()` and wait on the returned future. Between
     writes it polls the ledger's events (fast while a round is open, slowly when
-    idle) to learn other SN nodes' check-ins, seals and members.
+    idle) to learn other SN nodes' check-ins, seals and members. What the events say
+    also goes to `view`, the SN's read model, so that readers never call the ledger.
     """
 
     def __init__(self, ledger: LedgerClient, directory: MemberDirectory, rounds: RoundBook,
-                 fast_poll_s: float = 0.02, idle_poll_s: float = 0.5):
+                 fast_poll_s: float = 0.02, idle_poll_s: float = 0.5,
+                 view: ReadModel | None = None):
         self.ledger = ledger
         self.directory = directory
         self.rounds = rounds
+        self.view = view or ReadModel(directory, rounds)
         self._fast_poll_s = fast_poll_s
         self._idle_poll_s = idle_poll_s
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
@@ -57,8 +61,13 @@ class LedgerLoop:
         """Reads the ledger's current state before the SN starts serving."""
         # Read the block first: events after it are replayed, and handling them twice is harmless.
         self._next_block = self.ledger.block_number() + 1
+        self.view.note_block(self._next_block - 1)
         self._refresh_members()
         self._refresh_config()
+        if self.finished:  # which nodes: the events that said so may be long pruned
+            for member in self.directory.all():
+                if member.role_name == "sl" and self.ledger.is_finished(member.node_id):
+                    self.view.note_finished(node_key(member.node_id), self.finished)
         last = self.ledger.last_sealed_round()
         if last and self.rounds.sealed(last) is None:
             try:
@@ -67,8 +76,10 @@ class LedgerLoop:
                 log.warning("cannot read the last sealed round: %s", error)
                 return
             merged = self.rounds.sealed(last).merged_digest
+            self.view.note_sealed(last, self.rounds.sealed(last).keys)
             if merged:
                 self.rounds.note_merged(last, merged)
+                self.view.note_merged(last, merged)
 
     def start(self) -> None:
         self._thread.start()
@@ -159,6 +170,7 @@ class LedgerLoop:
             self.rounds.sent(plan, ok)
             if ok and plan.seal_keys is not None:
                 # Waiters wake now; the ledger's own RoundSealed event follows and is a no-op.
+                self.view.note_sealed(plan.round, tuple(plan.seal_keys))
                 self._report_left_out(self.rounds.note_sealed(self.rounds.sealed_as_planned(plan)))
 
     def _send(self, plan: SealPlan) -> bool:
@@ -204,6 +216,7 @@ class LedgerLoop:
                         behind)
             self.load()
             return
+        self.view.note_block(self._next_block - 1)
         self._apply(events)
 
     def _apply(self, events) -> None:
@@ -213,14 +226,19 @@ class LedgerLoop:
             if name == "CheckedIn":  # one event per batch
                 for key, weight, digest in zip(args["ids"], args["weights"], args["digests"]):
                     self.rounds.note_check_in(args["round"], key, CheckIn(weight, digest))
+                    self.view.note_check_in(args["round"], key)
             elif name == "RoundSealed":  # carries the lists: no read of the round needed
+                self.view.note_sealed(args["round"], tuple(args["participants"]))
                 if self.rounds.sealed(args["round"]) is None:
                     self._report_left_out(self.rounds.note_sealed(SealedRound(
                         args["round"], tuple(args["participants"]), tuple(args["weights"]),
                         tuple(args["digests"]), b"")))
             elif name == "MergeCommitted":
                 self.rounds.note_merged(args["round"], args["digest"])
+                self.view.note_merged(args["round"], args["digest"])
             elif name == "MergeMismatch":
+                self.view.note_mismatch(args["round"], args["id"], args["expected"],
+                                        args["actual"])
                 log.warning("round %d: a participant committed merged digest %s but the "
                             "ledger holds %s", args["round"], args["actual"].hex()[:16],
                             args["expected"].hex()[:16])
@@ -228,9 +246,13 @@ class LedgerLoop:
                 self._refresh_config()
             elif name == "NodeFinished":
                 self.finished = args["finishedCount"]
+                self.view.note_finished(args["id"], self.finished)
             elif name in ("MemberRegistered", "StatusChanged", "Revoked"):
                 if name == "Revoked":
                     self.directory.note_revoked(args["fingerprint"].hex())
+                    known = self.directory.get(args["id"])
+                    self.view.note_revoked(args["fingerprint"].hex(),
+                                           known.node_id if known else "", args["reason"])
                 if name == "MemberRegistered":
                     self._registered_at[args["id"]] = time.monotonic()
                 if members is None:
@@ -238,6 +260,7 @@ class LedgerLoop:
                 _apply_member_event(members, name, args)
         if members is not None:
             self.directory.replace(list(members.values()))
+            self.view.note_members(self.directory.all())
 
     def _sealed_round(self, round_number: int) -> SealedRound:
         info = self.ledger.round_info(round_number)
@@ -252,23 +275,28 @@ class LedgerLoop:
     def refresh_config_now(self) -> None:
         self._on_ledger_thread(self._refresh_config)
 
-    def _on_ledger_thread(self, read: Callable[[], None]) -> None:
+    def _on_ledger_thread(self, read: Callable[[], object]):
         if not self._thread.is_alive() or threading.current_thread() is self._thread:
-            read()
-        else:
-            self.submit(lambda ledger: read()).result(timeout=60)
+            return read()
+        return self.submit(lambda ledger: read()).result(timeout=60)
+
+    def read(self, fn: Callable):
+        """fn(ledger) on the ledger thread (the only ledger caller); returns its result."""
+        return self._on_ledger_thread(lambda: fn(self.ledger))
 
     def refresh_round(self, round_number: int) -> None:
         """Makes sure a sealed round's merged digest is known, reading the ledger if it is not."""
         sealed = self.rounds.sealed(round_number)
         if sealed is not None and sealed.merged_digest:
             return  # once recorded, a round's merged digest never changes
-        merged = self.ledger.merged_digest(round_number)
+        merged = self.read(lambda ledger: ledger.merged_digest(round_number))
         if merged:
             self.rounds.note_merged(round_number, merged)
+            self.view.note_merged(round_number, merged)
 
     def _refresh_members(self) -> None:
         self.directory.replace(self.ledger.members())
+        self.view.note_members(self.directory.all())
         self._members_stale = False
 
     def _refresh_config(self) -> None:
@@ -276,6 +304,7 @@ class LedgerLoop:
         if config.configured:
             self.min_peers, self.config_json = config.min_peers, config.config_json
         self.finished = self.ledger.finished_count()
+        self.view.note_config(self.min_peers, self.config_json, self.finished)
 
 
 def _apply_member_event(members: dict[bytes, Member], name: str, args) -> None:

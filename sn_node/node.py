@@ -28,7 +28,8 @@ from swarm.protos import sn_api_pb2_grpc as pb_grpc
 
 from sn_node.directory import MemberDirectory
 from sn_node.ledger_loop import LedgerLoop
-from sn_node.ledger_tunnel import LedgerTunnelProvider
+from swarm.ledger.tunnel import LedgerTunnelProvider
+from sn_node.read_model import ReadModel
 from sn_node.rounds import RoundBook
 from sn_node.service import LedgerPeerServicer, SwarmNetworkServicer
 
@@ -86,8 +87,10 @@ class SwarmNetworkNode:
         self.loop: LedgerLoop | None = None
         self._servers: list[grpc.Server] = []
         self._tunnel: LedgerTunnelProvider | None = None
-        self._chain_id: int | None = None
+        self.view: ReadModel | None = None
         self._loop_started = False
+        # Told of every outcome an SL node reports (node id, OutcomeReport): metrics.
+        self.on_outcome = None
 
     # --- start / stop -----------------------------------------------------------------
 
@@ -98,13 +101,19 @@ class SwarmNetworkNode:
         directory = MemberDirectory(self.ledger.account.address, self.config.liveness_timeout_s,
                                     ledger_is_revoked=self.ledger.is_revoked)
         rounds = RoundBook(self.config.round_grace_s)
-        self.loop = LedgerLoop(self.ledger, directory, rounds)
+        self.view = ReadModel(directory, rounds, self.identity.node_id)
+        self.view.set_node(sentinel=self.config.sentinel, ledger_kind=self.ledger_kind,
+                           contract_address=self.ledger.address,
+                           chain_id=self.ledger.w3.eth.chain_id)
+        self.loop = LedgerLoop(self.ledger, directory, rounds, view=self.view)
         self.loop.load()
         self._recover_latest_merged(rounds)
         authorizer = Authorizer(is_revoked=directory.is_revoked, logger=log)
         servicer = SwarmNetworkServicer(
-            self.identity, directory, rounds, self.loop, authorizer, self._status_extra,
-            self._admit_sn if self.config.sentinel else None)
+            self.identity, directory, rounds, self.loop, authorizer,
+            self._admit_sn if self.config.sentinel else None,
+            on_outcome=lambda node_id, report: self.on_outcome and self.on_outcome(
+                node_id, report))
         api = self._server(self.config.api_port, "--sn-api-port")
         pb_grpc.add_SwarmNetworkServicer_to_server(servicer, api)
         if self.chain is not None:
@@ -252,10 +261,3 @@ class SwarmNetworkNode:
             return path.read_text().strip()
         except OSError as error:
             raise StartupError(f"--ledger-key-file {path}: {error.strerror}") from None
-
-    def _status_extra(self) -> dict:
-        if self._chain_id is None:
-            self._chain_id = self.ledger.w3.eth.chain_id
-        return {"sentinel": self.config.sentinel, "ledger_kind": self.ledger_kind,
-                "contract_address": self.ledger.address, "chain_id": self._chain_id,
-                "block_number": self.ledger.block_number()}

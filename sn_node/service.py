@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
+import math
 import re
 import threading
 import time
@@ -20,6 +22,7 @@ from swarm.protos import sn_api_pb2_grpc as pb_grpc
 
 from sn_node.directory import MemberDirectory
 from sn_node.ledger_loop import LedgerLoop
+from sn_node.read_model import NodeOutcome
 from sn_node.receipts import ReceiptBook
 from sn_node.rounds import CheckIn, RoundBook, RoundError, SealedRound
 
@@ -34,9 +37,15 @@ MAX_PARKED_PER_CALLER = 4
 MAX_PARKED = 48
 
 
+#: Told the typed reason of every refusal (e.g. metrics); one SN per process.
+REFUSAL_OBSERVERS: list[Callable[[str], None]] = []
+
+
 def refuse(context, code: grpc.StatusCode, reason: str, message: str,
            next_round: int | None = None):
     """Aborts the call with a typed reason (trailing metadata) beside the message."""
+    for observe in REFUSAL_OBSERVERS:
+        observe(reason)
     metadata = [("swarm-reason", pb.Reason.Name(pb.Reason.Value(reason)))]
     if next_round is not None:
         metadata.append(("swarm-next-round", str(next_round)))
@@ -75,17 +84,19 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
     The caller's node id comes from its certificate, so a node registers, checks in
     and commits only for itself. Reads come from the SN's caches; writes go to the
     ledger thread; check-ins stay in memory until their round can be sealed.
+    `GetStatus` answers from the read model (`loop.view`) and never calls the ledger.
     """
 
     def __init__(self, node_identity: NodeIdentity, directory: MemberDirectory,
                  rounds: RoundBook, loop: LedgerLoop, authorizer: Authorizer,
-                 status_extra: Callable[[], dict], admit_sn: Callable | None):
+                 admit_sn: Callable | None, on_outcome: Callable | None = None):
         self._me = node_identity
         self._directory = directory
         self._rounds = rounds
         self._loop = loop
+        self._view = loop.view
         self._auth = authorizer
-        self._status_extra = status_extra
+        self._on_outcome = on_outcome  # (node id, OutcomeReport): e.g. metrics
         self._admit_sn = admit_sn  # sentinel only
         self._commit_lock = threading.Lock()
         self._commits: dict[int, Future] = {}
@@ -154,7 +165,7 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         last = self._rounds.last_sealed
         if sealed is not None or last is None or not 1 <= round_number <= last:
             return sealed
-        info = self._loop.ledger.round_info(round_number)
+        info = self._loop.read(lambda ledger: ledger.round_info(round_number))
         if not info.sealed:
             return None  # skipped: a later round was sealed first
         sealed = SealedRound(round_number, tuple(info.participants), tuple(info.weights),
@@ -287,6 +298,7 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         except RoundError as error:
             refuse(context, grpc.StatusCode.FAILED_PRECONDITION, error.reason,
                    f"{who.node_id}: {error}", error.next_round)
+        self._view.note_check_in(request.round, key)
         self._loop.poke()
         return pb.CheckInReply(round=request.round, checked_in=count)
 
@@ -402,16 +414,46 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
 
     def GetStatus(self, request, context):
         self._auth.authorize(context, ("sl", "swci", "sn"), "GetStatus")
+        facts = self._view.node_facts()
+        facts.pop("sn_node_id", None)
         status = pb.SwarmStatus(sn_node_id=self._me.node_id, min_peers=self._loop.min_peers or 0,
                                 config_json=self._loop.config_json,
                                 members=len(self._directory.all()), finished=self._loop.finished,
-                                **self._status_extra())
+                                **facts)
         if self._rounds.last_sealed is not None:
             status.last_sealed_round = self._rounds.last_sealed
         if self._rounds.latest_merged is not None:
             status.has_merged_round = True
             status.latest_merged_round, status.latest_merged_digest = self._rounds.latest_merged
+        if getattr(request, "with_view", False):
+            snapshot = self._view.snapshot(rounds=request.view_rounds or None,
+                                           events=request.view_events or None)
+            status.view_json = json.dumps(snapshot.to_dict())
         return status
+
+    def ReportOutcome(self, request, context):
+        who = self._auth.authorize(context, ("sl",), "ReportOutcome")
+        self._member_of(context, who)
+        if request.status not in ("merged", "failed"):
+            refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST",
+                   f"outcome status {request.status!r} is not merged or failed")
+        if len(request.dropped) > 256 or len(request.reason) > 1024:
+            refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST",
+                   "outcome report too large")
+        outcome = NodeOutcome(
+            node_id=who.node_id, status=request.status, reason=request.reason,
+            round_s=round(request.control_s + request.exchange_s, 6),
+            exchange_s=round(request.exchange_s, 6), bytes_sent=request.bytes_sent,
+            bytes_received=request.bytes_received,
+            dropped={k[:128]: v[:256] for k, v in request.dropped.items()},
+            agreed={1: True, 2: False}.get(request.agreed))
+        self._view.note_outcome(who.node_id, outcome, request.round)
+        metrics = {k[:64]: v for k, v in request.metrics.items() if math.isfinite(v)}
+        if metrics and 0 < request.metrics_round <= request.round and len(metrics) <= 32:
+            self._view.note_metrics(who.node_id, request.metrics_round, metrics)
+        if self._on_outcome is not None:
+            self._on_outcome(who.node_id, request)
+        return pb.OutcomeAck()
 
     def Revoke(self, request, context):
         who = self._auth.authorize(context, ("swci",), "Revoke")

@@ -61,6 +61,7 @@ class SwarmCallback(_TorchSwarmCallback, transformers.TrainerCallback):
         self._stop_if_done(control)
 
     def on_train_end(self, args=None, state=None, control=None, **kwargs):
+        self._remove_step_hook()
         self._core.on_train_end()
 
     def _stop_if_done(self, control) -> None:

@@ -69,7 +69,7 @@ class SwarmCallback(CoreViews, keras.callbacks.Callback):
             params=self.swarm_params, framework="keras",
             val_loss=self._val_loss if self.swarm_params.use_adaptive_sync else None,
             save_final=self._save_final,
-            weight_names=self._weight_names)
+            weight_names=self._weight_names, optimizer=self._optimizer)
         self._ads_val_data = replayable(self.swarm_params.ads_val_data)
 
     def set_model(self, model):
@@ -109,6 +109,15 @@ class SwarmCallback(CoreViews, keras.callbacks.Callback):
         # TensorFlow name ("dense/kernel:0").
         return [w.path if hasattr(w, "path") else w.name for w in self.model.weights]
 
+    def _optimizer(self) -> tuple[str | None, list[bool]]:
+        """The compiled optimizer's class name (inside a LossScaleOptimizer) and which
+        of model.weights it trains."""
+        optimizer = getattr(self.model, "optimizer", None)
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        trained = {id(w) for w in self.model.trainable_weights}
+        mask = [id(w) in trained for w in self.model.weights]
+        return (type(optimizer).__name__ if optimizer is not None else None), mask
+
     def _metric_variables(self) -> list:
         if hasattr(self.model, "metrics_variables"):  # Keras 3
             return list(self.model.metrics_variables)
@@ -134,6 +143,9 @@ class SwarmCallback(CoreViews, keras.callbacks.Callback):
         finally:
             for variable, value in saved:
                 variable.assign(value)
+        for name, value in result.items():  # the compiled metrics, e.g. accuracy
+            if name != "loss" and np.ndim(value) == 0:
+                self._core.record_metric(name, float(value))
         return float(result["loss"])
 
     def _save_final(self, weights, directory: Path) -> Path:

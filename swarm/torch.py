@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,21 @@ class SwarmCallback(CoreViews):
         self._core = SwarmCallbackCore(
             get_weights=self._get_state, set_weights=self._set_state, params=params,
             framework=framework, val_loss=self._validate if validates else None,
-            save_final=self._save_final)
+            save_final=self._save_final, optimizer=self._optimizer)
+        # PyTorch programs never hand us their optimizer: the first optimizer step
+        # over this model's parameters names it (a global post-step hook, removed once
+        # seen and at the end of training).
+        self._seen_optimizer: tuple[str, list[bool]] | None = None
+        self._step_hook = None
+        if params.adam_step_scaling:
+            method = weakref.WeakMethod(self._saw_step)
+            try:
+                from torch.optim.optimizer import register_optimizer_step_post_hook
+            except ImportError:  # torch < 2.0: plain averaging, said at the first sync
+                register_optimizer_step_post_hook = None
+            if register_optimizer_step_post_hook is not None:
+                self._step_hook = register_optimizer_step_post_hook(
+                    lambda optimizer, args, kwargs: (method() or _noop)(optimizer))
         if params.ads_val_data is None:
             self._core.logger.info("No adsValData: merged models are not validated here")
 
@@ -136,7 +151,34 @@ class SwarmCallback(CoreViews):
         self._core.on_epoch_end(epoch)
 
     def on_train_end(self) -> None:
+        self._remove_step_hook()
         self._core.on_train_end()
+
+    # ---- the optimizer ------------------------------------------------------------
+
+    def _saw_step(self, optimizer) -> None:
+        try:
+            if self.model is None or self._seen_optimizer is not None:
+                return
+            stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            names = {name for name, p in self.model.named_parameters(remove_duplicate=False)
+                     if id(p) in stepped}
+            if not names:
+                return  # another model's optimizer
+            self._seen_optimizer = (type(optimizer).__name__,
+                                    [name in names for name in self.model.state_dict()])
+            self._remove_step_hook()
+        except Exception as error:  # never break training over what is only a default
+            self._core.logger.info("Could not inspect the optimizer (%s)", error)
+            self._remove_step_hook()
+
+    def _remove_step_hook(self) -> None:
+        if self._step_hook is not None:
+            self._step_hook.remove()
+            self._step_hook = None
+
+    def _optimizer(self) -> tuple[str | None, list[bool]]:
+        return self._seen_optimizer or (None, [])
 
     # ---- weights ------------------------------------------------------------------
 
@@ -235,8 +277,14 @@ class SwarmCallback(CoreViews):
             value = metric.compute()
             shown = f"{float(value):.6g}" if value.numel() == 1 else str(value.tolist())
             self._core.logger.info("Validation %s: %s", type(metric).__name__, shown)
+            if value.numel() == 1:
+                self._core.record_metric(type(metric).__name__, float(value))
             metric.reset()
         return total / count if self._can_measure_loss() else None
+
+
+def _noop(optimizer) -> None:
+    pass
 
 
 def _to(value, device):

@@ -4,7 +4,8 @@ The ResNet-18 of He et al. (2016) as adapted to 32x32 images: a 3x3 stem without
 pooling, four stages of two basic blocks (64, 128, 256, 512 channels). SGD with
 momentum 0.9, weight decay 5e-4 and a cosine schedule; training batches are randomly
 cropped (4-pixel zero padding) and flipped, with plain torch ops. Settings come from
-the environment (see README.md); `--local` trains the same model alone.
+the environment (see README.md); `--local` trains the same model alone, and `--attack`
+with `--poison-ratio` (ATTACK, POISON_RATIO) makes a share of the nodes attack.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from example import (Settings, finish, load_node_data, log_epoch, recorder,  # noqa: E402
-                     round_listener, settings)
+from example import (Settings, attach_attack, finish, load_node_data, log_epoch,  # noqa: E402
+                     recorder, round_listener, settings)
 
 NUM_CLASSES = 10
 MOMENTUM = 0.9
@@ -121,6 +122,7 @@ def train(config: Settings) -> None:
         swarm = SwarmCallback(model=model, **config.swarm_params())
         swarm.add_merge_listener(round_listener(metrics, data.test_y,
                                                 lambda: probabilities(model, x_test)))
+        attach_attack(config, swarm)
         swarm.on_train_begin()
     generator = torch.Generator().manual_seed(config.node_seed)
     for epoch in range(1, config.max_epochs + 1):

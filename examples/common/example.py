@@ -4,9 +4,10 @@ A training program (`examples/<name>/train.py`) is one swarm node's ML sidecar, 
 `--local` (or LOCAL=1) the same code trained alone as a baseline. It reads everything
 from the environment (NODE_INDEX, NUM_NODES, PARTITION, ALPHA, SEED, DATA_DIR or
 DATA_SOURCE + DATA_SHA256, MODEL_DIR, MAX_EPOCHS, BATCH_SIZE, LEARNING_RATE, MIN_PEERS,
-SYNC_FREQUENCY, MERGE_METHOD, NODE_WEIGHTAGE, TRAIN_SAMPLES, TEST_SAMPLES; the table is
-in examples/README.md), so run-sl's `--ml-e KEY=VALUE`, a compose file's `environment:`
-and a shell all configure it alike.
+SYNC_FREQUENCY, MERGE_METHOD, NODE_WEIGHTAGE, TRAIN_SAMPLES, TEST_SAMPLES, and ATTACK,
+POISON_RATIO, ATTACK_<OPTION> to test defences; the table is in examples/README.md), so
+run-sl's `--ml-e KEY=VALUE`, a compose file's `environment:` and a shell all configure it
+alike. `--attack` and `--poison-ratio` set the same as ATTACK and POISON_RATIO.
 
 The programs import this module by putting this directory on sys.path, so that they run
 the same from a checkout, a container image or a copied examples folder.
@@ -19,12 +20,13 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from swarm.attacks import AttackSpec, AttackSpecError, attack_spec
 from swarm.data import PARTITION_SCHEMES, load_dataset, node_seed, partition
 from swarm.metrics import MetricsRecorder, evaluate
 
@@ -53,6 +55,9 @@ class Settings:
     data_source: str | None
     data_sha256: str | None
     local: bool
+    attack: str = "none"
+    poison_ratio: float | None = None  # None: not given (an error with an attack)
+    attack_options: dict[str, str] = field(default_factory=dict)  # attack_<option> -> value
 
     @property
     def mode(self) -> str:
@@ -68,6 +73,16 @@ class Settings:
         """The seed of this node's own randomness (shuffles, augmentation)."""
         return node_seed(self.seed, self.node_index)
 
+    @property
+    def attack_spec(self) -> AttackSpec:
+        return attack_spec({"attack": self.attack, "poison_ratio": self.poison_ratio,
+                            **self.attack_options})
+
+    @property
+    def malicious(self) -> bool:
+        """Whether this node attacks: POISON_RATIO of the nodes do, chosen by SEED."""
+        return self.node_index in self.attack_spec.malicious(self.num_nodes, self.seed)
+
     def swarm_params(self, **extra: Any) -> dict[str, Any]:
         """SwarmCallback parameters (the established camelCase names)."""
         return {"syncFrequency": self.sync_frequency, "minPeers": self.min_peers,
@@ -78,6 +93,7 @@ class Settings:
         """The settings as metrics.json records them."""
         config = asdict(self)
         config["model_dir"] = str(self.model_dir)
+        config["malicious"] = self.malicious
         return config
 
 
@@ -96,7 +112,7 @@ def _env_int(name: str, default: int | None) -> int | None:
         raise SystemExit(f"{name}={value!r} is not a whole number") from None
 
 
-def _env_float(name: str, default: float) -> float:
+def _env_float(name: str, default: float | None) -> float | None:
     value = _env(name, None)
     try:
         return default if value is None else float(value)
@@ -113,6 +129,10 @@ def settings(description: str, *, max_epochs: int, batch_size: int, learning_rat
         epilog="Configured by environment variables; see this example's README.md.")
     parser.add_argument("--local", action="store_true",
                         help="train alone, without the swarm (the local baseline); also LOCAL=1")
+    parser.add_argument("--attack", help="attack to test defences with: labelflip, backdoor, "
+                        "signflip or gaussian (also ATTACK; options as ATTACK_<OPTION>=...)")
+    parser.add_argument("--poison-ratio", type=float,
+                        help="share of the nodes that attack, chosen by SEED (also POISON_RATIO)")
     args = parser.parse_args(argv)
     scheme = _env("PARTITION", "iid")
     if scheme not in PARTITION_SCHEMES:
@@ -131,13 +151,36 @@ def settings(description: str, *, max_epochs: int, batch_size: int, learning_rat
         model_dir=Path(_env("MODEL_DIR", "./model")),
         data_source=_env("DATA_SOURCE", None) or _env("DATA_DIR", None),
         data_sha256=_env("DATA_SHA256", None),
-        local=args.local or _env("LOCAL", "0") == "1")
+        local=args.local or _env("LOCAL", "0") == "1",
+        attack=args.attack or _env("ATTACK", "none"),
+        poison_ratio=(args.poison_ratio if args.poison_ratio is not None
+                      else _env_float("POISON_RATIO", None)),
+        attack_options={key.lower(): value for key, value in os.environ.items()
+                        if key.startswith("ATTACK_") and value.strip()})
+    try:
+        spec = result.attack_spec
+    except AttackSpecError as error:
+        name = error.parameter.upper()
+        flag = {"ATTACK": " (--attack)", "POISON_RATIO": " (--poison-ratio)"}.get(name, "")
+        raise SystemExit(f"{name}{flag}: {str(error).split(': ', 1)[1]}") from None
     if not 0 <= result.node_index < result.num_nodes:
         raise SystemExit(f"NODE_INDEX={result.node_index} must be in 0..{result.num_nodes - 1} "
                          f"(NUM_NODES={result.num_nodes})")
     logging.basicConfig(level=logging.INFO,
                         format=f"%(asctime)s {result.node} %(levelname)s: %(message)s")
+    if result.malicious:
+        log.warning("This node attacks: %s (%s), one of %d malicious nodes of %d", spec.kind,
+                    ", ".join(f"{k}={v}" for k, v in spec.options.items() if v is not None)
+                    or "defaults", len(spec.malicious(result.num_nodes, result.seed)),
+                    result.num_nodes)
     return result
+
+
+def attach_attack(config: Settings, callback: Any) -> None:
+    """On a malicious node with an update attack, rewrite what the callback sends."""
+    transform = config.attack_spec.update_transform(config.node_seed) if config.malicious else None
+    if transform is not None:
+        callback.add_update_transform(transform)
 
 
 @dataclass
@@ -178,8 +221,14 @@ def load_node_data(name: str, config: Settings, **options: Any) -> NodeData:
                          f"{len(train)} over {config.num_nodes} nodes): raise ALPHA or TRAIN_SAMPLES")
     log.info("%s: %d of %d training samples (%s split over %d nodes), %d test samples",
              name, len(mine), len(train), config.partition, config.num_nodes, len(test))
-    return NodeData(data.train_x[mine], data.train_y[mine], data.test_x[test],
-                    data.test_y[test], list(data.classes))
+    train_x, train_y = data.train_x[mine], data.train_y[mine]
+    spec = config.attack_spec
+    if spec.poisons_data and config.malicious:  # this node trains on poisoned data
+        train_x, train_y = spec.poison_data(train_x, train_y, seed=config.node_seed,
+                                            num_classes=len(data.classes))
+        log.warning("%s: %d of %d training labels poisoned (%s)", config.node,
+                    int((train_y != data.train_y[mine]).sum()), len(train_y), spec.kind)
+    return NodeData(train_x, train_y, data.test_x[test], data.test_y[test], list(data.classes))
 
 
 def recorder(config: Settings, data: NodeData, **model_config: Any) -> MetricsRecorder:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from example import NodeData, Settings, finish, log_epoch, round_listener
+from example import NodeData, Settings, attach_attack, finish, log_epoch, round_listener
 from swarm.metrics import MetricsRecorder
 
 PREDICT_BATCH_SIZE = 256
@@ -38,6 +38,7 @@ def fit(model: keras.Model, config: Settings, data: NodeData, metrics: MetricsRe
         from swarm.keras import SwarmCallback
         swarm = SwarmCallback(**config.swarm_params())
         swarm.add_merge_listener(round_listener(metrics, data.test_y, test_scores))
+        attach_attack(config, swarm)
         callbacks.append(swarm)
     callbacks.append(EpochMetrics(metrics, data.test_y, test_scores))
     # The model was built under the base seed (the same start on every node); fit's

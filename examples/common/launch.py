@@ -16,7 +16,11 @@ node's train.py alone (the local baseline); `--dry-run` prints the commands and 
 nothing; `--certs-only` makes the certificates and stops (compose files use it).
 
 Layout of RUN_DIR: workspace/ (certificates), sn-1/ (the ledger), sl-I/ (SL node logs),
-model-I/ (node I's MODEL_DIR: metrics.json, saved_models/), local-model-I/ (--local).
+model-I/ (node I's MODEL_DIR: metrics.json, saved_models/), logs/ (every process's
+output), local-model-I/ (--local).
+
+The processes are the launcher library's (swarm.lab.launch.LocalSwarm, which the tests,
+the benchmarks and the lab use too); what is here is the examples' command line.
 """
 
 from __future__ import annotations
@@ -24,172 +28,65 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-READY_LINE = "Starting SWARM-API-SERVER on port:"
-SENTINEL_READY_TIMEOUT_S = 120
-STOP_TIMEOUT_S = 20
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run.sh runs this by path
+from swarm.lab.launch import (LocalSwarm, NodeProcess, Site, gen_cert_argv,  # noqa: E402
+                              make_workspace, stop_all, wait_all)
+
 DATA_FILES = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz",
               "mnist": "mnist.npz"}
 SYNTH_SIZES = {"train": 2000, "test": 500}  # --synth: small, quick, still learnable
-
-
-@dataclass(frozen=True)
-class Ports:
-    sn_p2p: int
-    sn_api: int
-    sl: list[int]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def choose_ports(base: int, nodes: int) -> Ports:
-    """SN p2p and API ports, then one SL port per node: from `base` up, or free ones for 0."""
-    if base == 0:
-        return Ports(free_port(), free_port(), [free_port() for _ in range(nodes)])
-    return Ports(base, base + 1, [base + 2 + i for i in range(nodes)])
-
-
-def program(script: str, module: str) -> list[str]:
-    """A swarm console script installed beside this Python, else the module run by it."""
-    path = Path(sys.executable).parent / script
-    return [str(path)] if path.exists() else [sys.executable, "-m", module]
-
-
-def cert_dir(run_dir: Path, site: int) -> Path:
-    return run_dir / "workspace" / f"site-{site}" / "cert"
+SIDECAR_LAUNCHER = shlex.join([sys.executable, "-m", "ml_sidecar"])
 
 
 def tls_args(run_dir: Path, site: int, role: str) -> list[str]:
-    certs = cert_dir(run_dir, site)
-    return ["--cert", str(certs / f"{role}-{site}-cert.pem"),
-            "--key", str(certs / f"{role}-{site}-key.pem"), "--capath", str(certs / "ca" / "capath")]
+    """The --cert/--key/--capath of site-SITE's ROLE under RUN_DIR/workspace."""
+    return Site(f"site-{site}", site, run_dir / "workspace" / f"site-{site}" / "cert").tls_args(role)
 
 
-def gen_cert_commands(run_dir: Path, nodes: int) -> list[list[str]]:
-    return [[*program("gen-cert", "certs.gen_cert"), "-e", f"site-{site}", "-i", str(site),
-             "--out", str(run_dir / "workspace")] for site in range(1, nodes + 1)]
-
-
-def make_workspace(run_dir: Path, nodes: int) -> None:
-    """gen-cert for every site not made yet, then every CA certificate into every capath."""
-    for site, argv in enumerate(gen_cert_commands(run_dir, nodes), start=1):
-        if not cert_dir(run_dir, site).exists():
-            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    for site in range(1, nodes + 1):
-        for other in range(1, nodes + 1):
-            ca = cert_dir(run_dir, other) / "ca" / "capath" / f"ca-{other}-cert.pem"
-            target = cert_dir(run_dir, site) / "ca" / "capath" / ca.name
-            if other != site and not target.exists():
-                shutil.copy(ca, target)
-
-
-def sentinel_command(run_dir: Path, ports: Ports) -> list[str]:
-    return [*program("run-sn", "sn_node.cli"), "--sentinel", "--host-ip", "127.0.0.1",
-            "--sn-api-port", str(ports.sn_api), "--sn-p2p-port", str(ports.sn_p2p),
-            *tls_args(run_dir, 1, "sn"), "--data-dir", str(run_dir / "sn-1")]
-
-
-def sidecar_env(args: argparse.Namespace, node: int, model_dir: Path) -> dict[str, str]:
-    """The training program's environment: this node's place in the swarm, then -e pairs."""
-    env = {"NODE_INDEX": str(node - 1), "NUM_NODES": str(args.nodes),
-           "MODEL_DIR": str(model_dir), "DATA_DIR": str(args.data_dir)}
+def sidecar_env(args: argparse.Namespace) -> dict[str, str]:
+    """The training program's environment beyond its place in the swarm: DATA_DIR,
+    MIN_PEERS (all nodes, unless set here), then -e pairs."""
+    env = {"DATA_DIR": str(args.data_dir)}
     if "MIN_PEERS" not in os.environ:
         env["MIN_PEERS"] = str(args.nodes)
     env.update(dict(pair.split("=", 1) for pair in args.env))
     return env
 
 
-def sl_command(args: argparse.Namespace, ports: Ports, node: int) -> list[str]:
-    argv = [*program("run-sl", "sl_node.cli"), "--host-ip", "127.0.0.1", "--sn-ip", "127.0.0.1",
-            "--sn-api-port", str(ports.sn_api), "--sl-fs-port", str(ports.sl[node - 1]),
-            *tls_args(args.run_dir, node, "sl"), "--data-dir", str(args.run_dir / f"sl-{node}"),
-            "--ml-entrypoint", shlex.join([sys.executable, "-m", "ml_sidecar"]),
-            "--ml-cmd", args.train.name,
-            "--ml-w", str(args.train.parent)]
-    for key, value in sidecar_env(args, node, args.run_dir / f"model-{node}").items():
-        argv += ["--ml-e", f"{key}={value}"]
-    return argv
+def local_env(args: argparse.Namespace, node: int) -> dict[str, str]:
+    return {"NODE_INDEX": str(node - 1), "NUM_NODES": str(args.nodes),
+            "MODEL_DIR": str(args.run_dir / f"local-model-{node}"), **sidecar_env(args)}
 
 
-class Fleet:
-    """The processes this launcher started, their output prefixed on stdout."""
-
-    def __init__(self, on_line: Callable[[str, str], None] | None = None) -> None:
-        """`on_line(name, line)`, when given, takes each output line instead of stdout."""
-        self.procs: list[tuple[str, subprocess.Popen, bool]] = []  # (name, process, stop last)
-        self._threads: list[threading.Thread] = []
-        self._print = threading.Lock()
-        self._seen: dict[str, threading.Event] = {}
-        self._on_line = on_line
-
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-              watch: str | None = None, stop_last: bool = False) -> subprocess.Popen:
-        # Own sessions: Ctrl-C reaches only this launcher, which stops them in order.
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
-        self.procs.append((name, proc, stop_last))
-        seen = self._seen.setdefault(name, threading.Event())
-        thread = threading.Thread(target=self._follow, args=(name, proc, watch, seen), daemon=True)
-        thread.start()
-        self._threads.append(thread)
-        return proc
-
-    def _follow(self, name: str, proc: subprocess.Popen, watch: str | None,
-                seen: threading.Event) -> None:
-        for line in proc.stdout:
-            with self._print:
-                if self._on_line is not None:
-                    self._on_line(name, line.rstrip())
-                else:
-                    print(f"{name:>6} | {line.rstrip()}", flush=True)
-            if watch and watch in line:
-                seen.set()
-
-    def wait_for(self, name: str, proc: subprocess.Popen, timeout_s: float) -> bool:
-        """Whether `name` printed its watched line before exiting or timing out."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and proc.poll() is None:
-            if self._seen[name].wait(0.2):
-                return True
-        return self._seen[name].is_set()
-
-    def stop(self) -> None:
-        """Stops every live process: the nodes all at once, then those marked stop_last
-        (the sentinel, which the SL nodes need until they are gone)."""
-        for last in (False, True):
-            group = [proc for _, proc, stop_last in self.procs if stop_last == last]
-            terminate(group)
-        for thread in self._threads:
-            thread.join(5)
+def local_command(args: argparse.Namespace) -> list[str]:
+    return [sys.executable, str(args.train), "--local"]
 
 
-def terminate(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM to each live process, then waits; SIGKILL for any still alive after the timeout."""
-    live = [proc for proc in procs if proc.poll() is None]
-    for proc in live:
-        proc.terminate()
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    for proc in live:
-        try:
-            proc.wait(max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def swarm_of(args: argparse.Namespace, on_line) -> LocalSwarm:
+    return LocalSwarm(args.run_dir, args.nodes, [args.train.name], env=sidecar_env(args),
+                      entrypoint=SIDECAR_LAUNCHER, sidecar_dir=args.train.parent,
+                      port_base=args.port_base, scripts=True, new_session=True,
+                      on_line=on_line)
+
+
+def printer():
+    """on_line for every process: its lines on stdout, prefixed with its name."""
+    lock = threading.Lock()
+
+    def on_line(name: str, line: str) -> None:
+        with lock:
+            print(f"{name:>6} | {line}", flush=True)
+
+    return on_line
+
+
+def failed() -> None:
+    print("launch: a node failed: stopping the others", flush=True)
 
 
 def ensure_data(args: argparse.Namespace) -> None:
@@ -203,42 +100,24 @@ def ensure_data(args: argparse.Namespace) -> None:
           flush=True)
 
 
-def run_swarm(args: argparse.Namespace, fleet: Fleet) -> int:
-    ports = choose_ports(args.port_base, args.nodes)
-    make_workspace(args.run_dir, args.nodes)
-    for stale in ["sn-1", *(f"sl-{n}" for n in range(1, args.nodes + 1))]:
-        shutil.rmtree(args.run_dir / stale, ignore_errors=True)  # a fresh ledger every run
-    sentinel = fleet.start("sn-1", sentinel_command(args.run_dir, ports), watch=READY_LINE,
-                           stop_last=True)
-    if not fleet.wait_for("sn-1", sentinel, SENTINEL_READY_TIMEOUT_S):
+def run_swarm(args: argparse.Namespace, stopping: list) -> int:
+    swarm = swarm_of(args, printer())
+    stopping.append(swarm.stop)
+    try:
+        swarm.start()
+    except AssertionError:  # the sentinel exited or timed out before serving
         print("launch: the sentinel did not become ready; see its output above", flush=True)
         return 1
-    nodes = [fleet.start(f"sl-{n}", sl_command(args, ports, n)) for n in range(1, args.nodes + 1)]
-    return report(args, wait_all(nodes), "model")
+    return report(args, swarm.wait(timeout_s=float("inf"), on_failure=failed), "model")
 
 
-def run_local(args: argparse.Namespace, fleet: Fleet) -> int:
-    procs = []
+def run_local(args: argparse.Namespace, stopping: list) -> int:
+    on_line, procs = printer(), []
+    stopping.append(lambda: stop_all(procs))
     for node in range(1, args.nodes + 1):
-        env = sidecar_env(args, node, args.run_dir / f"local-model-{node}")
-        procs.append(fleet.start(f"local-{node}", local_command(args), env))
-    return report(args, wait_all(procs), "local-model")
-
-
-def wait_all(procs: list[subprocess.Popen]) -> list[int]:
-    """Every process's exit status; once one fails, the others are stopped: in a swarm
-    its peers would otherwise wait for it forever."""
-    while any(proc.poll() is None for proc in procs):
-        if any(proc.poll() not in (None, 0) for proc in procs):
-            print("launch: a node failed: stopping the others", flush=True)
-            terminate(procs)
-            break
-        time.sleep(0.5)
-    return [proc.wait() for proc in procs]
-
-
-def local_command(args: argparse.Namespace) -> list[str]:
-    return [sys.executable, str(args.train), "--local"]
+        procs.append(NodeProcess(local_command(args), local_env(args, node), name=f"local-{node}",
+                                 on_line=on_line, cwd=Path.cwd(), new_session=True))
+    return report(args, wait_all(procs, float("inf"), on_failure=failed), "local-model")
 
 
 def report(args: argparse.Namespace, codes: list[int], model_prefix: str) -> int:
@@ -250,15 +129,13 @@ def report(args: argparse.Namespace, codes: list[int], model_prefix: str) -> int
 
 def dry_run(args: argparse.Namespace) -> int:
     """Prints what a real run would run, touching nothing."""
-    ports = choose_ports(args.port_base, args.nodes)
-    commands = gen_cert_commands(args.run_dir, args.nodes)
+    commands = [gen_cert_argv(args.run_dir / "workspace", site, scripts=True)
+                for site in range(1, args.nodes + 1)]
     if args.local:
-        commands = [["env", *(f"{k}={v}" for k, v in sidecar_env(
-            args, n, args.run_dir / f"local-model-{n}").items()), *local_command(args)]
-                    for n in range(1, args.nodes + 1)]
+        commands = [["env", *(f"{k}={v}" for k, v in local_env(args, n).items()),
+                     *local_command(args)] for n in range(1, args.nodes + 1)]
     elif not args.certs_only:
-        commands += [sentinel_command(args.run_dir, ports)]
-        commands += [sl_command(args, ports, n) for n in range(1, args.nodes + 1)]
+        commands += swarm_of(args, None).commands()
     for argv in commands:
         print(shlex.join(argv))
     return 0
@@ -284,6 +161,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment for every training program (repeatable), "
                              "e.g. -e MAX_EPOCHS=2")
+    parser.add_argument("--attack", metavar="KIND",
+                        help="make --poison-ratio of the nodes attack (labelflip, backdoor, "
+                             "signflip, gaussian): the same as -e ATTACK=KIND")
+    parser.add_argument("--poison-ratio", type=float, metavar="R",
+                        help="share of the nodes that attack: the same as -e POISON_RATIO=R")
     parser.add_argument("--local", action="store_true",
                         help="no swarm: train each node's share alone (the local baseline)")
     parser.add_argument("--certs-only", action="store_true",
@@ -294,6 +176,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--train and --data-format are needed (run.sh sets them)")
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
+    # The training program reads them from its environment (examples/common/example.py).
+    if args.attack is not None:
+        args.env.append(f"ATTACK={args.attack}")
+    if args.poison_ratio is not None:
+        args.env.append(f"POISON_RATIO={args.poison_ratio}")
     for pair in args.env:
         if "=" not in pair or pair.startswith("="):
             parser.error(f"-e {pair!r} is not KEY=VALUE")
@@ -311,11 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return dry_run(args)
     if args.certs_only:
-        make_workspace(args.run_dir, args.nodes)
+        make_workspace(args.run_dir / "workspace", args.nodes)
         print(f"launch: certificates for {args.nodes} sites in {args.run_dir / 'workspace'}")
         return 0
     ensure_data(args)
-    fleet = Fleet()
+    stopping: list = []  # how to stop what was started
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -325,14 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     for sig in signals:
         signal.signal(sig, on_signal)
     try:
-        return run_local(args, fleet) if args.local else run_swarm(args, fleet)
+        return run_local(args, stopping) if args.local else run_swarm(args, stopping)
     except KeyboardInterrupt:
         print("launch: stopping every node", flush=True)
         return 130
     finally:
         for sig in signals:  # a second Ctrl-C must not leave nodes behind half-stopped
             signal.signal(sig, signal.SIG_IGN)
-        fleet.stop()
+        for stop in stopping:
+            stop()
 
 
 if __name__ == "__main__":

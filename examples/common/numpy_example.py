@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-from example import NodeData, Settings, finish, log_epoch, round_listener
+from example import NodeData, Settings, attach_attack, finish, log_epoch, round_listener
 from swarm.metrics import MetricsRecorder
 
 
@@ -31,6 +31,7 @@ def fit(model: NumpyModel, config: Settings, data: NodeData, metrics: MetricsRec
         swarm = SwarmCallback(model.get_weights, model.set_weights, **config.swarm_params())
         swarm.add_merge_listener(round_listener(metrics, data.test_y,
                                                 lambda: model.probabilities(x_test)))
+        attach_attack(config, swarm)
         swarm.on_train_begin()
     rng = np.random.default_rng(config.node_seed)
     for epoch in range(1, config.max_epochs + 1):

@@ -33,11 +33,12 @@ from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-sys.path.insert(0, str(HERE.parent / "common"))
-
-import launch  # noqa: E402
+sys.path.insert(0, str(ROOT))
 
 from swarm.data import load_digits, partition  # noqa: E402
+from swarm.lab.launch import LocalSwarm, Site, make_workspace  # noqa: E402
+from swarm.network.sn_client import SNClient  # noqa: E402
+from swarm.progress import describe  # noqa: E402
 
 SITES = ("hospital-a", "hospital-b", "hospital-c")
 TRAIN = HERE / "train.py"
@@ -60,13 +61,9 @@ class NodeStatus:
     last_round_s: float | None = None
     lines: list[str] = field(default_factory=list)
 
-    def read_rounds(self, path: Path) -> None:
+    def read_outcomes(self, records: list[dict]) -> None:
         """The SL node's round records (rounds.jsonl): the last merged round's time."""
-        try:
-            lines = path.read_text().splitlines()
-        except FileNotFoundError:
-            return
-        merged = [r for r in map(json.loads, filter(None, lines)) if r["status"] == "merged"]
+        merged = [r for r in records if r["status"] == "merged"]
         if merged:
             self.last_round_s = merged[-1]["control_s"] + merged[-1]["exchange_s"]
 
@@ -84,8 +81,32 @@ class NodeStatus:
             self.state = "finished"
 
 
-def progress_table(nodes: dict[str, NodeStatus], started: float) -> Table:
-    table = Table(title=f"Swarm training ({time.monotonic() - started:.0f} s)")
+class SwarmLine:
+    """The swarm's one-line progress (round, who is missing, for how long), from the SN's
+    read model through an administrator (swci) certificate; refreshed once a second."""
+
+    def __init__(self, site: Site, sn_api_port: int):
+        self._sn = SNClient(f"127.0.0.1:{sn_api_port}", site.material("swci"), timeout_s=2.0,
+                            retry_s=0.0)
+        self._at = 0.0
+        self.text = ""
+
+    def refresh(self) -> str:
+        if time.monotonic() - self._at >= 1.0:
+            self._at = time.monotonic()
+            try:
+                self.text = describe(self._sn.view(rounds=3, events=1))
+            except Exception:  # noqa: BLE001 - the SN may still be starting; keep the last line
+                pass
+        return self.text
+
+    def close(self) -> None:
+        self._sn.close()
+
+
+def progress_table(nodes: dict[str, NodeStatus], started: float, swarm_line: str = "") -> Table:
+    table = Table(title=f"Swarm training ({time.monotonic() - started:.0f} s)",
+                  caption=swarm_line or None, caption_justify="left")
     for column in ("SL node", "site", "state", "epoch", "sync rounds", "merged model acc",
                    "last round"):
         table.add_column(column, justify="left" if column in ("SL node", "site", "state")
@@ -100,63 +121,58 @@ def progress_table(nodes: dict[str, NodeStatus], started: float) -> Table:
 
 def make_sites(run_dir: Path) -> None:
     """One gen-cert site per hospital (site-I in the workspace), all trusting each other."""
-    launch.make_workspace(run_dir, len(SITES))
-    for index, site in enumerate(SITES, start=1):
-        console.print(f"  gen-cert -e site-{index} -i {index}   ({site}: CA, sn, sl, swci "
-                      f"certificates in {launch.cert_dir(run_dir, index)})")
+    sites = make_workspace(run_dir / "workspace", len(SITES))
+    for site, hospital in zip(sites, SITES):
+        console.print(f"  gen-cert -e {site.name} -i {site.index}   ({hospital}: CA, sn, sl, "
+                      f"swci certificates in {site.cert_dir})")
 
 
 def run_swarm(run_dir: Path) -> dict[str, NodeStatus]:
     nodes = {f"sl-{i}": NodeStatus(site) for i, site in enumerate(SITES, start=1)}
-    logs = run_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    files = {}
 
     def on_line(name: str, line: str) -> None:
-        if name not in files:
-            files[name] = (logs / f"{name}.log").open("w")
-        files[name].write(line + "\n")
         if name in nodes:
             nodes[name].read(line)
 
-    fleet = launch.Fleet(on_line=on_line)
-    ports = launch.choose_ports(0, len(SITES))
-    args = argparse.Namespace(nodes=len(SITES), run_dir=run_dir, data_dir=run_dir / "data",
-                              train=TRAIN, env=[f"{k}={v}" for k, v in SETTINGS.items()])
+    # The launcher library: sentinel SN, one SL node per site, each running train.py as
+    # its ML sidecar through `python -m ml_sidecar`; every process's output in logs/.
+    swarm = LocalSwarm(run_dir, len(SITES), [sys.executable, "-m", "ml_sidecar", TRAIN.name],
+                       env={**SETTINGS, "DATA_DIR": run_dir / "data"}, sidecar_dir=HERE,
+                       certs=run_dir / "workspace", on_line=on_line)
+    logs = swarm.logs
     try:
-        sentinel = fleet.start("sn-1", launch.sentinel_command(run_dir, ports),
-                               watch=launch.READY_LINE, stop_last=True)
         started = time.monotonic()
-        if not fleet.wait_for("sn-1", sentinel, launch.SENTINEL_READY_TIMEOUT_S):
-            raise SystemExit(f"the sentinel did not start; see {logs / 'sn-1.log'}")
+        try:
+            swarm.start()
+        except AssertionError as error:  # the sentinel died or never served
+            raise SystemExit(f"the sentinel did not start; see {logs / 'sn-1.log'}\n{error}")
         console.print(f"  run-sn --sentinel: ready in {time.monotonic() - started:.1f} s "
                       f"(embedded ledger in {run_dir / 'sn-1'})")
-        procs = [fleet.start(name, launch.sl_command(args, ports, i))
-                 for i, name in enumerate(nodes, start=1)]
         started = time.monotonic()
+        swarm_line = SwarmLine(swarm.sites[0], swarm.sn_api_port)
         with Live(progress_table(nodes, started), console=console, refresh_per_second=4) as live:
-            while any(p.poll() is None for p in procs):
-                if time.monotonic() - started > DEADLINE_S:
-                    raise SystemExit(f"the swarm did not finish within {DEADLINE_S} s; "
-                                     f"logs in {logs}")
-                if any(p.poll() not in (None, 0) for p in procs):
-                    break  # a failed node: its peers would wait for it in vain
-                for name, node in nodes.items():
-                    node.read_rounds(run_dir / name / "rounds.jsonl")
-                live.update(progress_table(nodes, started))
-                time.sleep(0.25)
-            live.update(progress_table(nodes, started))
+
+            def tick() -> None:
+                for i, node in enumerate(nodes.values()):
+                    node.read_outcomes(swarm.outcomes(i))
+                live.update(progress_table(nodes, started, swarm_line.refresh()))
+
+            try:
+                codes = swarm.wait(DEADLINE_S, tick=tick)
+            except TimeoutError:
+                raise SystemExit(f"the swarm did not finish within {DEADLINE_S} s; "
+                                 f"logs in {logs}") from None
+            tick()
+        swarm_line.close()
         if not console.is_terminal:
             console.line()  # a live display in a log ends without one
-        failed = [name for name, p in zip(nodes, procs) if p.wait() != 0]
+        failed = [name for name, code in zip(nodes, codes) if code != 0]
         if failed:
             name = failed[0]
             tail = "\n".join(nodes[name].lines[-15:])
             raise SystemExit(f"{name} failed; last lines of its log ({logs / name}.log):\n{tail}")
     finally:
-        fleet.stop()
-        for handle in files.values():
-            handle.close()
+        swarm.stop()
     return nodes
 
 

@@ -4,20 +4,24 @@ misbehave on purpose (hivemind's `Fault` enum, on the send path only).
 Every message this node sends in a round passes `OutgoingHook.__call__` as an
 `Outgoing` record; the hook returns what to send instead (empty: nothing; two:
 the message twice). The default sends everything as is. Faults are switched on
-only explicitly: `SWARM_FAULTS=veto_all,nan_partial` in the SL node's environment
-(run-sl's hidden `--experiment-faults` sets it), and the node says so loudly.
+only explicitly: `SWARM_FAULTS=veto_all,nan_partial` in the SL node's environment, or
+run-sl's hidden `--experiment-faults veto_all,nan_partial` (which wins over the
+environment), and the node says so loudly.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from swarm.tensors import block_hashes
 
 from sl_node.exchange.plan import RoundPlan
 
@@ -31,6 +35,7 @@ class Kind(enum.Enum):
     MERGED = "merged"      # PushMerged: my merged range for `to`
     PARTIAL = "partial"    # PushPartial: one all-reduce step (votes, distances)
     RECEIPTS = "receipts"  # my receipt bitmap, to the SN (`to` is None)
+    COMMIT = "commit"      # my merged digest (`data`), to the SN (`to` is None)
 
 
 class Fault(enum.Enum):
@@ -42,6 +47,10 @@ class Fault(enum.Enum):
     DUPLICATE_PARTIAL = "duplicate_partial"  # every partial twice, the second altered
     OTHER_LAYOUT = "other_layout"          # announce the update with another layout
     WITHHOLD_MERGED = "withhold_merged"    # never send my merged range (all-gather)
+    # A lying shard owner: a different merged range, with hashes to match, to one peer
+    # (the first other participant), which then diverges and must heal from the ledger.
+    EQUIVOCATE_MERGED = "equivocate_merged"
+    FALSE_COMMIT = "false_commit"          # commit a made-up merged digest to the ledger
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,12 @@ class FaultHook:
             return []
         if kind is Kind.MERGED and Fault.WITHHOLD_MERGED in f:
             return []
+        if kind is Kind.MERGED and Fault.EQUIVOCATE_MERGED in f and message.to == _first_other(
+                message.plan):
+            return [_other_merged_range(message)]
+        if kind is Kind.COMMIT and Fault.FALSE_COMMIT in f:
+            made_up = hashlib.sha256(b"made up: " + bytes(message.data)).digest()
+            return [message.replace(data=memoryview(made_up))]
         if kind in (Kind.PARTIAL, Kind.RECEIPTS) and message.values is not None:
             return self._values(message)
         if kind is Kind.UPDATE and Fault.CORRUPT_UPDATE in f and message.to == _first_other(
@@ -121,6 +136,20 @@ def _veto(values: np.ndarray, plan: RoundPlan) -> np.ndarray:
     return vetoed
 
 
+def _other_merged_range(message: Outgoing) -> Outgoing:
+    """The merged range shifted by one (finite, and its hashes recomputed: the receiver
+    cannot tell it from the range everyone else gets)."""
+    plan = message.plan
+    values = np.frombuffer(message.data, dtype=plan.layout.wire).astype(plan.layout.wire)
+    values += np.ones(1, dtype=plan.layout.wire)
+    data = memoryview(values.view(np.uint8))
+    header = type(message.header)()
+    header.CopyFrom(message.header)
+    del header.block_hashes[:]
+    header.block_hashes.extend(block_hashes(data, header.first_block))
+    return message.replace(header=header, data=data)
+
+
 def _first_other(plan: RoundPlan) -> int:
     return plan.others[0]
 
@@ -140,7 +169,11 @@ def parse_faults(text: str) -> set[Fault]:
 
 def hook_from_env(environ=os.environ) -> OutgoingHook:
     """The outgoing hook this node runs with: faults only if SWARM_FAULTS names some."""
-    faults = parse_faults(environ.get(FAULTS_ENV, ""))
+    return hook_for(parse_faults(environ.get(FAULTS_ENV, "")))
+
+
+def hook_for(faults: set[Fault]) -> OutgoingHook:
+    """Sends as is without faults; with some, says loudly that this node misbehaves."""
     if not faults:
         return send_as_is
     log.warning("EXPERIMENT: this node misbehaves on purpose (%s=%s)", FAULTS_ENV,

@@ -81,22 +81,28 @@ class Gate:
 
     def receive(self, chunks, total: int, who: str, out: memoryview) -> memoryview:
         """The data chunks of a push, decoded straight into out."""
-        if total > self.max_bytes:
-            raise WeightsError(f"{who} announced {total} bytes, over the limit of "
-                               f"{self.max_bytes}")
-        if total != len(out):
-            raise WeightsError(f"{who} announced {total} bytes for a range of {len(out)}")
+        return receive_into(chunks, total, who, out, self.counter, self.max_bytes, self.codec)
 
-        def data():
-            for chunk in chunks:
-                if not isinstance(chunk, memoryview):  # a view of gRPC's bytes: no copy
-                    if chunk.WhichOneof("part") != "data":
-                        raise WeightsError(f"{who} sent a second header in one stream")
-                    chunk = chunk.data
-                self.counter.add(received=len(chunk))
-                yield chunk
 
-        return self.codec.decode_into(data(), out, who, self.max_bytes)
+def receive_into(chunks, total: int, who: str, out: memoryview, counter: ByteCounter,
+                 max_bytes: int, codec=IDENTITY) -> memoryview:
+    """The data chunks of a stream (after its header) decoded straight into out: every
+    chunked model reception (pushes, FetchModel) goes through here."""
+    if total > max_bytes:
+        raise WeightsError(f"{who} announced {total} bytes, over the limit of {max_bytes}")
+    if total != len(out):
+        raise WeightsError(f"{who} announced {total} bytes for a range of {len(out)}")
+
+    def data():
+        for chunk in chunks:
+            if not isinstance(chunk, memoryview):  # a view of gRPC's bytes: no copy
+                if chunk.WhichOneof("part") != "data":
+                    raise WeightsError(f"{who} sent a second header in one stream")
+                chunk = chunk.data
+            counter.add(received=len(chunk))
+            yield chunk
+
+    return codec.decode_into(data(), out, who, max_bytes)
 
 
 def first_header(request_iterator):

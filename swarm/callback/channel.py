@@ -266,6 +266,17 @@ class LocalChannel:
                                total_bytes=flat.nbytes, checkin_model_on_train_end=mode)
         return self._exchange("Finish", self._finish_call, header, flat)
 
+    def report_metrics(self, round_number: int, metrics: dict[str, float]) -> None:
+        """Tells the SL node the validation metrics of round `round_number`'s merged
+        model, for its round records and its SN (the dashboard)."""
+        self.wait_ready()
+        request = pb.MetricsReport(round=round_number,
+                                   metrics={k: float(v) for k, v in metrics.items()})
+        try:
+            self._stub.ReportMetrics(request, timeout=HELLO_TIMEOUT_S)
+        except grpc.RpcError as error:
+            raise self._error("ReportMetrics", error, HELLO_TIMEOUT_S) from None
+
     def _exchange(self, call: str, method, header: pb.SyncHeader,
                   flat: np.ndarray) -> tuple[pb.SyncResult, np.ndarray | None]:
         self.wait_ready()

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from swarm.callback.adaptive_step import AdaptiveStep, is_adaptive
 from swarm.callback.channel import LocalChannel
 from swarm.callback.params import SwarmParams, _parse
 from swarm.files import atomic_target
@@ -79,7 +80,8 @@ class SwarmCallbackCore:
                  val_loss: Callable[[], float] | None = None,
                  channel: LocalChannel | None = None,
                  save_final: Callable[[Weights, Path], Path] | None = None,
-                 weight_names: Callable[[], list[str]] | None = None):
+                 weight_names: Callable[[], list[str]] | None = None,
+                 optimizer: Callable[[], tuple[str | None, list[bool]]] | None = None):
         if params.use_adaptive_sync and val_loss is None:
             raise ValueError("useAdaptiveSync needs a validation loss to adapt to: "
                              "give adsValData (and, for PyTorch, lossFunction)")
@@ -93,16 +95,25 @@ class SwarmCallbackCore:
         self._owns_channel = channel is None
         self._save = save_final or save_npz
         self._weight_names = weight_names
+        # The adapter's view of the training: (optimizer class name or None when it
+        # cannot tell, which tensors it trains); an Adam-family one gets AdaptiveStep.
+        self._optimizer = optimizer
+        self._step: AdaptiveStep | None = None
+        self._step_decided = not params.adam_step_scaling
+        self._peers = params.min_peers
         self._layout: Layout | None = None
         self._interval = params.sync_frequency
         self._since_sync = 0
         self._batches = 0
         self._rounds = 0
         self._prev_val_loss: float | None = None
+        self._metrics: dict[str, float] = {}  # of the merged model last validated
         self._last_merged: np.ndarray | None = None
+        self._last_round = 0
         self._swarm_done = False
         self._finished = False
         self._merge_listeners: list[Callable[[int], None]] = []
+        self._update_transforms: list[Callable[[np.ndarray, np.ndarray], np.ndarray]] = []
         self.node_id = ""
         self.session: Session | None = None  # the recorded session, after Hello
         self.final_model_path: Path | None = None
@@ -134,6 +145,13 @@ class SwarmCallbackCore:
         the merged model, e.g. for metrics.json."""
         self._merge_listeners.append(listener)
 
+    def add_update_transform(self, transform: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
+        """Send `transform(weights, last_merged)` instead of this node's weights in each
+        regular round (both flat vectors of the wire dtype; not in the start round, which
+        has no merged model yet). The seam for a training program that poisons its own
+        updates (swarm.attacks): model poisoning is the program's doing, not the SL node's."""
+        self._update_transforms.append(transform)
+
     # ---- hooks --------------------------------------------------------------------
 
     def on_train_begin(self) -> None:
@@ -158,6 +176,34 @@ class SwarmCallbackCore:
             self.logger.info("The swarm is already training: starting from its latest "
                              "merged model")
         self._sync("begin", weights)
+
+    def _decide_step(self) -> None:
+        """Once, at the first regular sync: plain averaging, or AdaptiveStep."""
+        self._step_decided = True
+        if self._optimizer is None:  # the NumPy callback: no optimizer to see
+            return
+        name, trained = self._optimizer()
+        if name is None:
+            self.logger.info("Could not see this model's optimizer: sending the model as "
+                             "it is (plain averaging)")
+            return
+        if not is_adaptive(name):
+            return
+        mask = np.zeros(self._layout.size, dtype=bool)
+        for offset, spec, on in zip(self._layout.offsets, self._layout.tensors, trained):
+            mask[offset:offset + spec.size] = on
+        self._step = AdaptiveStep(mask)
+        if self._last_merged is not None:
+            self._step.loaded(self._last_merged, self._last_round)
+        self.logger.info("The optimizer is %s, whose steps are normalised per coordinate: "
+                         "this node sends its update times the number of peers, plus "
+                         "momentum, so that the merge adds the peers' steps "
+                         "(adamStepScaling=False: plain averaging)", name)
+
+    def _outgoing(self, flat: np.ndarray) -> np.ndarray:
+        if not self._step_decided:
+            self._decide_step()
+        return flat if self._step is None else self._step.outgoing(flat, self._peers)
 
     def on_batch_end(self) -> None:
         """Counts one batch; every `sync_interval` batches, one sync round."""
@@ -202,6 +248,8 @@ class SwarmCallbackCore:
                 flat = self._last_merged
             else:
                 flat = self._flatten(self._get())
+                if mode == "snapshot":
+                    flat = self._outgoing(flat)
             self.logger.info("Training ended here; waiting for the swarm to finish "
                              "(checkinModelOnTrainEnd=%s)", mode)
             started = time.monotonic()
@@ -246,6 +294,15 @@ class SwarmCallbackCore:
 
     def _sync(self, kind: str, weights: Weights | None = None) -> None:
         flat = self._flatten(self._get() if weights is None else weights)
+        if kind == "regular":
+            flat = self._outgoing(flat)
+        if self._last_merged is not None:
+            for transform in self._update_transforms:
+                sent = np.asarray(transform(flat, self._last_merged), dtype=flat.dtype)
+                if sent.shape != flat.shape:
+                    raise WeightsError(f"the update transform {transform!r} returned shape "
+                                       f"{sent.shape}, not the model's {flat.shape}")
+                flat = sent
         started = time.monotonic()
         result, merged = self._channel.sync(flat, self.params.node_weightage, kind)
         elapsed = time.monotonic() - started
@@ -253,7 +310,10 @@ class SwarmCallbackCore:
         self._log_round(result, kind, elapsed)
         if merged is not None:
             self._load(merged, "final model" if result.swarm_done else "merged model")
-            self._last_merged = merged
+            self._last_merged, self._last_round = merged, result.round
+            self._peers = max(1, result.participants or self._peers)
+            if self._step is not None:
+                self._step.loaded(merged, result.round)
         if result.swarm_done:
             if merged is None:
                 self.logger.warning("The swarm is done but the SL node sent no final model: "
@@ -275,9 +335,12 @@ class SwarmCallbackCore:
 
     def _flatten(self, weights: Weights) -> np.ndarray:
         try:
-            # Straight into the shared region when there is one: no copy to send it.
+            # Straight into the shared region when there is one: no copy to send it. Not
+            # with update transforms: they read the last merged model, a view of that
+            # same region, after the flatten.
             send_array = getattr(self._channel, "send_array", None)
-            out = send_array(self._layout) if send_array is not None else None
+            out = (send_array(self._layout)
+                   if send_array is not None and not self._update_transforms else None)
             flat = self._layout.flatten(weights, out=out)
         except WeightsError as error:
             raise WeightsError(f"the model no longer matches the layout it joined the swarm "
@@ -305,14 +368,35 @@ class SwarmCallbackCore:
         check_finite(flat, self._layout, who=f"the {what} from the SL node")
         self._set(self._layout.unflatten(flat))
 
+    def record_metric(self, name: str, value: float) -> None:
+        """For adapters, while validating a merged model: one more metric (e.g. the
+        metricFunction's value) to report with the validation loss."""
+        self._metrics[name] = float(value)
+
     def _after_merge(self, round_no: int) -> None:
+        self._metrics = {}
         loss = self._val_loss()
+        if loss is not None:
+            self._metrics["val_loss"] = float(loss)
+        self._report_metrics(round_no)
         if loss is None:  # the adapter had nothing to measure a loss with
             return
         loss = float(loss)
         self.logger.info("Validation loss after round %d: %.6g", round_no, loss)
         if self.params.use_adaptive_sync:
             self._adapt(loss)
+
+    def _report_metrics(self, round_no: int) -> None:
+        # For the SL node's round records and the SN's dashboard; training goes on
+        # without them when the SL node cannot take them (e.g. an older one).
+        metrics = {k: v for k, v in self._metrics.items() if math.isfinite(v)}
+        if not metrics or not hasattr(self._channel, "report_metrics"):
+            return
+        try:
+            self._channel.report_metrics(round_no, metrics)
+        except Exception as error:  # noqa: BLE001 - metrics are never worth a failed run
+            self.logger.warning("Could not report the validation metrics of round %d to "
+                                "the SL node: %s", round_no, error)
 
     def _adapt(self, loss: float) -> None:
         previous, self._prev_val_loss = self._prev_val_loss, loss
@@ -360,6 +444,10 @@ class CoreViews:
     def add_merge_listener(self, listener) -> None:
         """`listener(round_no)` runs after each merged model is loaded."""
         self._core.add_merge_listener(listener)
+
+    def add_update_transform(self, transform) -> None:
+        """`transform(weights, last_merged) -> weights` rewrites what this node sends."""
+        self._core.add_update_transform(transform)
 
 
 class SwarmCallback(SwarmCallbackCore):

@@ -36,6 +36,8 @@ CAMEL_CASE = {
     "metricFunction": "metric_function",
     "metricFunctionArgs": "metric_function_args",
     "valBatchSize": "val_batch_size",
+    # Ours, not the established product's (README, "Defaults").
+    "adamStepScaling": "adam_step_scaling",
 }
 SNAKE_TO_CAMEL = {snake: camel for camel, snake in CAMEL_CASE.items()}
 
@@ -78,6 +80,9 @@ class SwarmParams:
     metric_function: str | None = None
     metric_function_args: dict | None = None
     val_batch_size: int | None = None
+    # With an Adam-family optimizer, send the update scaled so that the merge adds the
+    # peers' steps, with momentum (swarm.callback.adaptive_step; README, "Defaults").
+    adam_step_scaling: bool = True
 
     def to_config_json(self) -> str:
         """The parameters the SL node and the ledger may record, as sorted snake_case JSON."""
@@ -145,11 +150,12 @@ def _parse(kwargs: dict[str, Any], *, val_data_optional: bool) -> SwarmParams:
     if "node_weightage" in values:
         out["node_weightage"] = _int(name("node_weightage"), values["node_weightage"], 1,
                                      MAX_NODE_WEIGHTAGE)
-    if "use_adaptive_sync" in values:
-        value = values["use_adaptive_sync"]
-        if not isinstance(value, bool):
-            raise ValueError(f"{name('use_adaptive_sync')} {value!r} is not one of: True, False")
-        out["use_adaptive_sync"] = value
+    for snake in ("use_adaptive_sync", "adam_step_scaling"):
+        if snake in values:
+            value = values[snake]
+            if not isinstance(value, bool):
+                raise ValueError(f"{name(snake)} {value!r} is not one of: True, False")
+            out[snake] = value
     out["ads_val_data"] = values.get("ads_val_data")
     if out.get("use_adaptive_sync") and out["ads_val_data"] is None and not val_data_optional:
         raise ValueError(f"{name('ads_val_data')} is required when "

@@ -505,6 +505,16 @@ class EmbeddedChain:
         self._rpc = self._rpc_provider.request_func(rpc_w3, rpc_w3.middleware_onion)
         self.dev_accounts: list[LocalAccount] = [Account.from_key(k.to_bytes()) for k in backend.account_keys]
 
+    def block_records(self, start: int, end: int) -> list[dict]:
+        """Blocks ``start..end`` as archive records (their raw logs), read straight from the chain.
+
+        eth-tester's ``eth_getLogs`` finds every receipt by scanning back from the head, so
+        reading a whole history through it costs blocks^2 block reads (minutes for a few
+        hundred rounds); this reads each block once.
+        """
+        with self._lock:
+            return [_block_record(self._chain, n) for n in range(start, end + 1)]
+
     # -- durability and compaction ------------------------------------------
 
     def _after_request(self) -> None:

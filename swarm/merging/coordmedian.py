@@ -3,13 +3,14 @@
 Yin, Chen, Ramchandran, Bartlett, "Byzantine-Robust Distributed Learning: Towards Optimal
 Statistical Rates", ICML 2018.
 
-The weighted median used here is the LOWER weighted median: per coordinate, sort the n
-values ascending (a stable sort, so equal values keep participant order), accumulate
-their weights in that order, and take the first value at which the running weight
-reaches at least half of the total. With equal weights this is the middle value for odd
-n and the lower of the two middle values for even n (Yin et al. average those two; a
-lower median always returns one participant's value, needs no arithmetic and never
-depends on rounding).
+Per coordinate, sort the n values ascending (a stable sort, so equal values keep
+participant order) and accumulate their weights in that order. The lower weighted median
+is the first value at which the running weight reaches at least half of the total, the
+upper one the first at which it exceeds half; CoordMedian returns their midpoint, as
+Yin et al. do. With equal weights that is the middle value for odd n and the mean of the
+two middle values for even n. (The lower median alone, which an earlier version
+returned, is the element-wise minimum of two participants and biases every coordinate
+down for any even n.) ``weighted_lower_median`` stays for the methods that start from it.
 """
 
 from __future__ import annotations
@@ -61,9 +62,34 @@ def weighted_lower_median(values: np.ndarray, weights: np.ndarray,
     return out
 
 
+def weighted_median(values: np.ndarray, weights: np.ndarray,
+                    out: np.ndarray | None = None) -> np.ndarray:
+    """The midpoint of the lower and upper weighted medians of each column (n, d) -> (d,),
+    written block by block into ``out`` if given (no shard-sized temporaries)."""
+    n, d = values.shape
+    if out is None:
+        out = np.empty(d, dtype=values.dtype)
+    for block in column_blocks(n, d):
+        cols = values[:, block]
+        if np.all(weights == weights[0]):  # selection of the two middle ranks
+            ranks = np.partition(cols, ((n - 1) // 2, n // 2), axis=0)
+            lo, hi = ranks[(n - 1) // 2], ranks[n // 2]
+        else:
+            order = np.argsort(cols, axis=0, kind="stable")
+            running = np.cumsum(weights[order], axis=0)
+            # Compare with the total summed in the same order, so the last row always qualifies.
+            lo_row = np.argmax(2.0 * running >= running[-1], axis=0)
+            hi_row = np.argmax(2.0 * running > running[-1], axis=0)
+            sorted_cols = np.take_along_axis(cols, order, axis=0)
+            lo = np.take_along_axis(sorted_cols, lo_row[None, :], axis=0)[0]
+            hi = np.take_along_axis(sorted_cols, hi_row[None, :], axis=0)[0]
+        out[block] = (lo.astype(np.float64) + hi) / 2
+    return out
+
+
 @dataclass(frozen=True)
 class CoordMedian:
-    """The lower weighted median of each coordinate (see the module docstring). No
+    """The weighted median of each coordinate (see the module docstring). No
     parameters. Robust while the poisoned participants hold less than half the weight."""
 
     name: ClassVar[str] = "coordmedian"
@@ -73,4 +99,4 @@ class CoordMedian:
                  allreduce: AllReduce = no_allreduce, out: np.ndarray | None = None
                  ) -> np.ndarray:
         updates, w = check_inputs(updates, weights)
-        return weighted_lower_median(updates, w, output(out, updates))
+        return weighted_median(updates, w, output(out, updates))

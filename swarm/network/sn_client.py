@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import socket
@@ -231,6 +232,19 @@ class SNClient:
 
     def status(self) -> pb.SwarmStatus:
         return self._call("GetStatus", pb.StatusRequest())
+
+    def view(self, rounds: int = 0, events: int = 0):
+        """The SN's read model now (swarm.swarm_view.Snapshot): what `swarm status` shows;
+        `rounds` / `events`: only that many of the newest (0: all the SN keeps)."""
+        from swarm.swarm_view import Snapshot
+
+        reply = self._call("GetStatus", pb.StatusRequest(with_view=True, view_rounds=rounds,
+                                                         view_events=events))
+        return Snapshot.from_dict(json.loads(reply.view_json))
+
+    def report_outcome(self, report: pb.OutcomeReport, timeout_s: float = 5.0) -> None:
+        """Tells the SN how a round ended here; one try (callers treat it as best effort)."""
+        self._call("ReportOutcome", report, timeout_s=timeout_s, retry_s=0.0)
 
     def revoke(self, fingerprint: str, reason: str) -> pb.RevokeReply:
         return self._call("Revoke", pb.RevokeRequest(fingerprint=fingerprint, reason=reason))

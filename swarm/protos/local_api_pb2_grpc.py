@@ -49,6 +49,11 @@ class SwarmLearningLocalStub:
                 request_serializer=swarm_dot_protos_dot_local__api__pb2.WeightChunk.SerializeToString,
                 response_deserializer=swarm_dot_protos_dot_local__api__pb2.WeightChunk.FromString,
                 _registered_method=True)
+        self.ReportMetrics = channel.unary_unary(
+                '/swarm.local.SwarmLearningLocal/ReportMetrics',
+                request_serializer=swarm_dot_protos_dot_local__api__pb2.MetricsReport.SerializeToString,
+                response_deserializer=swarm_dot_protos_dot_local__api__pb2.MetricsAck.FromString,
+                _registered_method=True)
 
 
 class SwarmLearningLocalServicer:
@@ -78,6 +83,15 @@ class SwarmLearningLocalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportMetrics(self, request, context):
+        """After the sidecar validated a merged model (on adsValData): its metrics, e.g.
+        val_loss. The SL node puts them on its next RoundOutcome (metrics_round says
+        which round's merged model they measure) and so on the report to its SN.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SwarmLearningLocalServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +109,11 @@ def add_SwarmLearningLocalServicer_to_server(servicer, server):
                     servicer.Finish,
                     request_deserializer=swarm_dot_protos_dot_local__api__pb2.WeightChunk.FromString,
                     response_serializer=swarm_dot_protos_dot_local__api__pb2.WeightChunk.SerializeToString,
+            ),
+            'ReportMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportMetrics,
+                    request_deserializer=swarm_dot_protos_dot_local__api__pb2.MetricsReport.FromString,
+                    response_serializer=swarm_dot_protos_dot_local__api__pb2.MetricsAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +197,33 @@ class SwarmLearningLocal:
             '/swarm.local.SwarmLearningLocal/Finish',
             swarm_dot_protos_dot_local__api__pb2.WeightChunk.SerializeToString,
             swarm_dot_protos_dot_local__api__pb2.WeightChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarm.local.SwarmLearningLocal/ReportMetrics',
+            swarm_dot_protos_dot_local__api__pb2.MetricsReport.SerializeToString,
+            swarm_dot_protos_dot_local__api__pb2.MetricsAck.FromString,
             options,
             channel_credentials,
             insecure,

@@ -99,6 +99,11 @@ class SwarmNetworkStub:
                 request_serializer=swarm_dot_protos_dot_sn__api__pb2.JoinRequest.SerializeToString,
                 response_deserializer=swarm_dot_protos_dot_sn__api__pb2.JoinReply.FromString,
                 _registered_method=True)
+        self.ReportOutcome = channel.unary_unary(
+                '/swarm.sn.SwarmNetwork/ReportOutcome',
+                request_serializer=swarm_dot_protos_dot_sn__api__pb2.OutcomeReport.SerializeToString,
+                response_deserializer=swarm_dot_protos_dot_sn__api__pb2.OutcomeAck.FromString,
+                _registered_method=True)
 
 
 class SwarmNetworkServicer:
@@ -190,6 +195,14 @@ class SwarmNetworkServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportOutcome(self, request, context):
+        """SL nodes: how a round ended at the caller (its RoundOutcome), for `swarm status`,
+        the dashboard and metrics. Best effort: a node never waits on it to train.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SwarmNetworkServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -257,6 +270,11 @@ def add_SwarmNetworkServicer_to_server(servicer, server):
                     servicer.JoinNetwork,
                     request_deserializer=swarm_dot_protos_dot_sn__api__pb2.JoinRequest.FromString,
                     response_serializer=swarm_dot_protos_dot_sn__api__pb2.JoinReply.SerializeToString,
+            ),
+            'ReportOutcome': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportOutcome,
+                    request_deserializer=swarm_dot_protos_dot_sn__api__pb2.OutcomeReport.FromString,
+                    response_serializer=swarm_dot_protos_dot_sn__api__pb2.OutcomeAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -610,6 +628,33 @@ class SwarmNetwork:
             '/swarm.sn.SwarmNetwork/JoinNetwork',
             swarm_dot_protos_dot_sn__api__pb2.JoinRequest.SerializeToString,
             swarm_dot_protos_dot_sn__api__pb2.JoinReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportOutcome(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarm.sn.SwarmNetwork/ReportOutcome',
+            swarm_dot_protos_dot_sn__api__pb2.OutcomeReport.SerializeToString,
+            swarm_dot_protos_dot_sn__api__pb2.OutcomeAck.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,6 +36,7 @@ class StandInSL(pb_grpc.SwarmLearningLocalServicer):
     fault: str | None = None  # more | fewer | wrong_size | abort | no_result
     hellos: list = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
+    metrics: list = field(default_factory=list)  # MetricsReports, in order
     layout: Layout | None = None
     address: str = ""
     server: grpc.Server | None = None
@@ -65,6 +66,10 @@ class StandInSL(pb_grpc.SwarmLearningLocalServicer):
 
     def Finish(self, request_iterator, context):
         return self._round("Finish", request_iterator, context)
+
+    def ReportMetrics(self, request, context):
+        self.metrics.append(request)
+        return pb.MetricsAck()
 
     def _round(self, call, request_iterator, context):
         header = None

@@ -226,3 +226,24 @@ def test_the_callback_reads_the_recorded_session_and_names_what_differs(caplog):
     assert ("this sidecar asks for minPeers=2 but the swarm's session (recorded on the "
             "ledger) uses minPeers=3") in caplog.text
     assert "syncFrequency=4" in caplog.text and "syncFrequency=8" in caplog.text
+
+
+def test_each_merged_model_s_validation_metrics_go_to_the_sl_node(sl_node):
+    standin = sl_node()
+    model = SoftmaxRegression()
+
+    def validate():
+        cb.record_metric("accuracy", float(((model.x @ model.w[0] + model.w[1]).argmax(1)
+                                            == model.y).mean()))
+        return model.loss()
+
+    cb = SwarmCallback(model.get, model.set, val_loss=validate, syncFrequency=2, minPeers=2)
+    cb.on_train_begin()
+    for batch in range(6):
+        model.step(batch)
+        cb.on_batch_end()
+    # One report per merge (BEGIN included), for the round whose merged model it measured.
+    assert [m.round for m in standin.metrics] == list(range(1, len(standin.syncs) + 1)) == [1, 2, 3, 4]
+    for report in standin.metrics:
+        assert set(report.metrics) == {"val_loss", "accuracy"}
+        assert report.metrics["val_loss"] > 0 and 0 <= report.metrics["accuracy"] <= 1

@@ -82,6 +82,7 @@ def test_parameters_are_checked():
         SwarmCallback(syncFrequency=2, minPeers=2, useAdaptiveSync=True, adsValData=([0], [0]))
 
 
+@pytest.mark.slow
 def test_two_node_swarm_of_trainers_ends_identical(sites, start_sn, start_sl, tmp_path):
     sentinel = start_sn(sites[0])
     nodes = []

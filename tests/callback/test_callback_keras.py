@@ -149,3 +149,38 @@ def test_nan_weights_are_refused_with_the_keras_weight_name(sl_node, digits):
     assert re.search(r"\(digits_mlp/batch_normalization(_\d+)?/gamma\)", message)
     assert "not sent to the swarm" in message
     assert standin.received == []
+
+
+class KeepWeights(keras.callbacks.Callback):
+    """Listed before the SwarmCallback: the model's weights after each batch, as the
+    SwarmCallback then sees them."""
+
+    def __init__(self):
+        super().__init__()
+        self.after_batch = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.after_batch.append(self.model.get_weights())
+
+
+def test_adam_sends_its_update_scaled_by_the_peers(sl_node, digits, caplog):
+    # adamStepScaling (on by default): merged + 2 peers * (local - merged) for the
+    # trained weights; the BatchNorm moving statistics go as they are.
+    caplog.set_level(logging.INFO, logger="swarm.callback")
+    x, y = digits
+    standin = sl_node()
+    model = make_model()
+    keep = KeepWeights()
+    model.fit(x[:5 * BATCH], y[:5 * BATCH], batch_size=BATCH, epochs=1, verbose=0,
+              callbacks=[keep, SwarmCallback(syncFrequency=5, minPeers=2)])
+    merged = standin.layout.unflatten(standin.syncs[0].answer)
+    sent = standin.layout.unflatten(standin.syncs[1].flat)
+    trained = {id(w) for w in model.trainable_weights}
+    for weight, start, local, out in zip(model.weights, merged, keep.after_batch[4], sent,
+                                         strict=True):
+        if id(weight) in trained:
+            assert np.allclose(out, start + 2 * (local - start), atol=1e-6), weight.path
+        else:
+            assert np.array_equal(out, local), weight.path
+    assert any(r.getMessage().startswith("The optimizer is Adam, whose steps are normalised")
+               for r in caplog.records)

@@ -14,6 +14,7 @@ import pytest
 
 from swarm.callback import FINAL_LOG_LINE
 
+pytestmark = pytest.mark.slow  # real swarms for tens of seconds: -m "not slow" skips them
 PROGRAMS = "tests/compat/programs"
 
 

@@ -8,11 +8,14 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from swarm_testing import REPO
+from swarm_testing import REPO, SN, NodeProcess
+
+from container_testing import run_sl_container_argv, unique
 
 ENGINE = "podman"
 SETUP = REPO / "docker" / "setup-podman.sh"
@@ -125,3 +128,40 @@ def docker_api(engine) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def node_image(engine) -> str:
     return build(engine, "node")
+
+
+@dataclass
+class ContainerSL:
+    """An SL node process whose sidecar runs in a container named `name`."""
+
+    proc: NodeProcess
+    name: str
+    data_dir: Path
+
+    @property
+    def sidecar_log(self) -> str:
+        return (self.data_dir / "ml-sidecar.log").read_text()
+
+
+@pytest.fixture
+def container_sl(sites, start_sn, processes, remove_containers, tmp_path):
+    """container_sl(image, engine, prefix, *ml_args, node=0, env=None, ml_env={}) -> ContainerSL:
+    SL node `node` (on site `node`; the one sentinel started with the first) whose sidecar
+    runs in `image` through `engine`, its container uniquely named from `prefix` and
+    removed at the end whatever happened; `ml_env` pairs go in as --ml-e, `env` to run-sl."""
+    sentinel: list[SN] = []
+
+    def start(image: str, engine: str, prefix: str, *ml_args: str, node: int = 0,
+              env: dict[str, str] | None = None,
+              ml_env: dict[str, str] | None = None) -> ContainerSL:
+        if not sentinel:
+            sentinel.append(start_sn(sites[0]))
+        name = unique(prefix)
+        remove_containers.append(name)
+        data_dir = tmp_path / f"sl-{node}"
+        argv = run_sl_container_argv(
+            sites[node], sentinel[0], data_dir, image, engine, "--ml-name", name, *ml_args,
+            *[f"--ml-e={key}={value}" for key, value in (ml_env or {}).items()])
+        return ContainerSL(processes(argv, env), name, data_dir)
+
+    return start

@@ -18,6 +18,7 @@ KNOBS = {"TRAIN_SAMPLES": "512", "MAX_EPOCHS": "2", "BATCH_SIZE": "64", "SYNC_FR
          "MIN_PEERS": "2"}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_the_mnist_numpy_compose_file_trains_to_the_end_and_comes_down(
         compose, node_image, engine, tmp_path):

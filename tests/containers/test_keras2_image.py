@@ -11,7 +11,7 @@ import pytest
 from sl_node.sidecar import SDK_ENGINE
 from swarm.callback import FINAL_LOG_LINE
 
-from container_testing import containers_named, run_sl_container_argv, unique
+from container_testing import containers_named
 
 IMAGE = "swarm-ml:keras2"
 PROGRAM = """
@@ -29,9 +29,10 @@ model.fit(x, y, batch_size=32, epochs=2, verbose=0,
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_tf_keras_program_gets_keras_2_and_trains_to_the_end(
-        docker_api, engine, sites, start_sn, processes, remove_containers, tmp_path):
+        docker_api, engine, container_sl, tmp_path):
     found = subprocess.run([engine, "image", "exists", IMAGE], capture_output=True, timeout=60)
     if found.returncode != 0:
         pytest.skip(f"{IMAGE} is built only on request: docker/build-images.sh keras2")
@@ -39,16 +40,12 @@ def test_a_tf_keras_program_gets_keras_2_and_trains_to_the_end(
     code.mkdir()
     model.mkdir()
     (code / "train.py").write_text(PROGRAM)
-    name = unique("swarm-test-keras2")
-    remove_containers.append(name)
-    sn = start_sn(sites[0])
-    node = processes(run_sl_container_argv(
-        sites[0], sn, tmp_path / "sl", IMAGE, SDK_ENGINE, "--ml-name", name,
-        "--ml-v", f"{code}:/job:ro", "--ml-v", f"{model}:/model", "--ml-w", "/job",
-        "--ml-e", "MODEL_DIR=/model", "--ml-e", "TF_CPP_MIN_LOG_LEVEL=2",
-        "--ml-cmd", "train.py"), docker_api)
-    assert node.wait_exit(480) == 0, node.output[-4000:]
-    log = (tmp_path / "sl" / "ml-sidecar.log").read_text()
+    node = container_sl(IMAGE, SDK_ENGINE, "swarm-test-keras2",
+                        "--ml-v", f"{code}:/job:ro", "--ml-v", f"{model}:/model", "--ml-w", "/job",
+                        "--ml-cmd", "train.py", env=docker_api,
+                        ml_env={"MODEL_DIR": "/model", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert node.proc.wait_exit(480) == 0, node.proc.output[-4000:]
+    log = node.sidecar_log
     assert "keras-2 True tf_keras." in log, log[-3000:]
     assert FINAL_LOG_LINE in log
-    assert containers_named(engine, name) == []
+    assert containers_named(engine, node.name) == []

@@ -14,9 +14,8 @@ import pytest
 from sl_node.sidecar import SDK_ENGINE, Sidecar, SidecarSpec, prepare_container
 from swarm.callback import FINAL_LOG_LINE
 from swarm.data import synth
-from swarm_testing import REPO
-
-from container_testing import SLEEPER, containers_named, run_sl_container_argv, unique
+from container_testing import (assert_sleeper_started, containers_named, example_args,
+                               seconds_until_gone, sleeper_args, unique)
 
 
 @pytest.fixture
@@ -26,65 +25,46 @@ def sdk_env(docker_api, monkeypatch):
     return docker_api
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_one_node_swarm_whose_sidecar_runs_through_the_sdk_trains_to_the_end(
-        docker_api, numpy_image, sites, start_sn, processes, remove_containers, tmp_path):
+        docker_api, numpy_image, container_sl, tmp_path):
     data, model = tmp_path / "data", tmp_path / "model"
     synth.write_mnist(data, train=300, test=60)
     model.mkdir()
-    name = unique("swarm-test-sdk")
-    remove_containers.append(name)
     env = {"NODE_INDEX": "0", "NUM_NODES": "1", "MIN_PEERS": "1", "DATA_DIR": "/data",
            "MODEL_DIR": "/model", "TRAIN_SAMPLES": "256", "MAX_EPOCHS": "1", "BATCH_SIZE": "64",
            "SYNC_FREQUENCY": "2", "OMP_NUM_THREADS": "1"}
-    sn = start_sn(sites[0])
-    node = processes(run_sl_container_argv(
-        sites[0], sn, tmp_path / "sl", numpy_image, SDK_ENGINE, "--ml-name", name,
-        "--ml-w", "/code/mnist-numpy", "--ml-cmd", "train.py",
-        "--ml-v", f"{REPO / 'examples'}:/code:ro", "--ml-v", f"{data}:/data:ro",
-        "--ml-v", f"{model}:/model", *[f"--ml-e={k}={v}" for k, v in env.items()]), docker_api)
-    assert node.wait_exit(480) == 0, node.output[-4000:]
-    log = (tmp_path / "sl" / "ml-sidecar.log").read_text()
-    assert FINAL_LOG_LINE in log  # the container's output streamed into the sidecar log
+    node = container_sl(numpy_image, SDK_ENGINE, "swarm-test-sdk",
+                        *example_args("mnist-numpy", data, model), ml_env=env, env=docker_api)
+    assert node.proc.wait_exit(480) == 0, node.proc.output[-4000:]
+    assert FINAL_LOG_LINE in node.sidecar_log  # the container's output streamed into it
     assert json.loads((model / "metrics.json").read_text())
-    assert containers_named("podman", name) == []  # removed once it ended
+    assert containers_named("podman", node.name) == []  # removed once it ended
 
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_stopping_the_sl_node_removes_its_sdk_container_within_seconds(
-        sig, docker_api, numpy_image, sites, start_sn, processes, remove_containers, tmp_path):
+        sig, docker_api, numpy_image, container_sl, tmp_path):
     """SIGTERM: the SL node stops the container through the API (the launcher, given as
     --ml-entrypoint here, turns SIGTERM into the program's exit). SIGKILL: the image's
     launcher notices that its SL node no longer answers and ends; the engine removes it."""
-    code, ro = tmp_path / "code", tmp_path / "ro"
-    code.mkdir()
-    ro.mkdir()
-    (code / "sleeper.py").write_text(SLEEPER)
-    name = unique("swarm-test-sdk-stop")
-    remove_containers.append(name)
     entrypoint = ["--ml-entrypoint", "python -m ml_sidecar"] if sig == signal.SIGTERM else []
-    sn = start_sn(sites[0])
-    node = processes(run_sl_container_argv(
-        sites[0], sn, tmp_path / "sl", numpy_image, SDK_ENGINE, "--ml-name", name,
-        "--ml-v", f"{code}:/job", "--ml-v", f"{ro}:/ro:ro", "--ml-w", "/job",
-        "--ml-e", "GREETING=hello", *entrypoint, "--ml-cmd", "sleeper.py"), docker_api)
-    node.wait_for("sleeping", 120)
-    assert "ro-check: EROFS" in node.output  # :ro survived into the container
-    assert "cwd /job GREETING hello" in node.output
-    assert not (ro / "probe").exists()
-    assert containers_named("podman", name) == [name]
+    node = container_sl(numpy_image, SDK_ENGINE, "swarm-test-sdk-stop", *sleeper_args(tmp_path),
+                        *entrypoint, "--ml-cmd", "sleeper.py", env=docker_api)
+    node.proc.wait_for("sleeping", 120)
+    assert_sleeper_started(node.proc.output, tmp_path)
+    assert containers_named("podman", node.name) == [node.name]
     started = time.monotonic()
-    node.proc.send_signal(sig)
-    node.wait_exit(30)
-    while containers_named("podman", name) and time.monotonic() - started < 60:
-        time.sleep(0.5)
-    took = time.monotonic() - started
+    node.proc.proc.send_signal(sig)
+    node.proc.wait_exit(30)
+    took = seconds_until_gone("podman", node.name, started)
     print(f"docker-sdk {sig.name}: container gone {took:.1f} s after the signal")
-    assert containers_named("podman", name) == [], f"{name} still there after {took:.0f} s"
+    assert containers_named("podman", node.name) == [], f"{node.name} still there after {took:.0f} s"
     assert took < 12, f"the container took {took:.1f} s to stop"
     if sig == signal.SIGTERM:  # the program ended through its finally block
-        assert "sleeper: stopping" in (tmp_path / "sl" / "ml-sidecar.log").read_text()
+        assert "sleeper: stopping" in node.sidecar_log
 
 
 @pytest.mark.timeout(180)

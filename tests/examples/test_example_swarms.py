@@ -81,6 +81,7 @@ def run_swarm(example: str, nodes: int, sites, start_sn, start_sl, data_dir: Pat
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)  # ConvNeXt-Tiny on a loaded 2-core machine can pass the 300 s default
 @pytest.mark.parametrize("example", list(CASES))
 def test_example_trains_as_a_two_node_swarm_and_nodes_end_identical(

@@ -48,6 +48,18 @@ def test_run_script_helps_and_dry_runs_the_swarm_it_would_start(example, tmp_pat
     assert not run_dir.exists(), "a dry run creates nothing"
 
 
+def test_run_script_attack_flags_reach_every_training_program(tmp_path):
+    # The README's "Every example takes --attack KIND --poison-ratio R" meant run.sh too.
+    dry = run_script("mnist-numpy", "--dry-run", "--run-dir", str(tmp_path / "run"),
+                     "--attack", "signflip", "--poison-ratio", "0.25")
+    assert dry.returncode == 0, dry.stderr
+    sl = [shlex.split(line) for line in dry.stdout.splitlines() if "run-sl" in line]
+    assert len(sl) == 2
+    for argv in sl:
+        env = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--ml-e"]
+        assert "ATTACK=signflip" in env and "POISON_RATIO=0.25" in env, env
+
+
 def test_mnist_run_script_runs_a_two_node_swarm_then_the_local_baseline(tmp_path):
     run_dir, data_dir = tmp_path / "run", tmp_path / "data"
     common = ["--run-dir", str(run_dir), "--data-dir", str(data_dir), "--synth",

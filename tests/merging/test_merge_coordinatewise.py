@@ -42,6 +42,13 @@ def ref_lower_median(values, w) -> float:
     raise AssertionError("unreachable")
 
 
+def ref_median(values, w) -> float:
+    """Midpoint of the lower median and the upper one (the lower median of the negated values)."""
+    lower = float(ref_lower_median(values, w))
+    upper = -float(ref_lower_median([-v for v in values], w))
+    return (lower + upper) / 2
+
+
 def ref_trimmed(values, w, ratio: float) -> float:
     n = len(values)
     t = math.floor(ratio * n)
@@ -63,21 +70,21 @@ def test_mean_of_one_update_is_that_update():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", NS)
-def test_coordmedian_is_the_lower_weighted_median(n, dtype):
+def test_coordmedian_is_the_weighted_median(n, dtype):
     x, w = data(n, 41, dtype, seed=10 + n)
-    want = np.array([ref_lower_median(x[:, j].tolist(), w.tolist()) for j in range(x.shape[1])])
+    want = np.array([ref_median(x[:, j].tolist(), w.tolist()) for j in range(x.shape[1])])
     got = get_merge("coordmedian")(x, w)
     assert got.dtype == dtype
-    assert np.array_equal(got, want.astype(dtype))  # one participant's value, exactly
+    assert np.array_equal(got, want.astype(dtype))  # the same float64 midpoint, exactly
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", NS)
-def test_coordmedian_with_equal_weights_is_the_lower_median(n, dtype):
+def test_coordmedian_with_equal_weights_is_the_median(n, dtype):
     # Equal weights take the selection path (np.partition), not the weighted sort.
     x, _ = data(n, 41, dtype, seed=20 + n)
     w = np.full(n, 7.0)
-    want = np.array([ref_lower_median(x[:, j].tolist(), w.tolist()) for j in range(x.shape[1])])
+    want = np.array([ref_median(x[:, j].tolist(), w.tolist()) for j in range(x.shape[1])])
     assert np.array_equal(get_merge("coordmedian")(x, w), want.astype(dtype))
 
 
@@ -85,9 +92,10 @@ def test_coordmedian_definition_on_small_cases():
     median = get_merge("coordmedian")
     col = lambda *v: np.array(v, dtype=np.float64)[:, None]  # noqa: E731
     assert median(col(3, 1, 2), np.ones(3))[0] == 2
-    assert median(col(4, 1, 3, 2), np.ones(4))[0] == 2           # lower of the middle two
+    assert median(col(4, 1, 3, 2), np.ones(4))[0] == 2.5         # mean of the middle two
+    assert median(col(1, 5), np.ones(2))[0] == 3                 # two: their mean, not the min
     assert median(col(1, 2, 3), col(1, 1, 5)[:, 0])[0] == 3       # heavy participant wins
-    assert median(col(1, 2, 3, 4), col(3, 1, 1, 1)[:, 0])[0] == 1  # exactly half: lower
+    assert median(col(1, 2, 3, 4), col(3, 1, 1, 1)[:, 0])[0] == 1.5  # exactly half: midpoint
     assert median(col(5.0), np.array([7.0]))[0] == 5
 
 

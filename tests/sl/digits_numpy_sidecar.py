@@ -2,7 +2,8 @@
 
 Node NODE_INDEX of NUM_NODES trains on the digits whose label % NUM_NODES ==
 NODE_INDEX (non-IID: each node sees only some classes). With --local it trains
-alone (no swarm), the baseline. Writes MODEL_DIR/result.json: held-out accuracy on
+alone (no swarm), the baseline. VALIDATE=1 measures each merged model on the held-out
+set (loss and accuracy, reported to the SL node). Writes MODEL_DIR/result.json: held-out accuracy on
 all ten classes and the SHA-256 of the final weights.
 """
 
@@ -42,6 +43,8 @@ def main() -> int:
     model_dir.mkdir(parents=True, exist_ok=True)
     x, y, test_x, test_y = data(node, nodes)
     weights = {"w": np.zeros((64, 10), np.float32), "b": np.zeros(10, np.float32)}
+    if int(os.environ.get("PAD_FLOATS", "0")):  # a larger model: every node owns a range
+        weights["pad"] = np.zeros(int(os.environ["PAD_FLOATS"]), np.float32)
 
     def get_weights():
         return {k: v.copy() for k, v in weights.items()}
@@ -49,10 +52,19 @@ def main() -> int:
     def set_weights(new):
         weights.update({k: np.asarray(v, np.float32) for k, v in new.items()})
 
+    def validate():
+        # VALIDATE=1: each merged model's held-out loss and accuracy, for the SN's records.
+        logits = test_x @ weights["w"] + weights["b"]
+        logits = logits - logits.max(1, keepdims=True)
+        log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        callback.record_metric("accuracy", float((logits.argmax(1) == test_y).mean()))
+        return float(-log_p[np.arange(len(test_y)), test_y].mean())
+
     callback = None
     if not args.local:
         from swarm.callback import SwarmCallback
         callback = SwarmCallback(get_weights, set_weights,
+                                 val_loss=validate if os.environ.get("VALIDATE") == "1" else None,
                                  syncFrequency=int(os.environ.get("SYNC_FREQUENCY", "4")),
                                  minPeers=int(os.environ["MIN_PEERS"]),
                                  mergeMethod=os.environ.get("MERGE_METHOD", "mean"),
@@ -81,7 +93,7 @@ def main() -> int:
     if callback is not None:
         callback.on_train_end()
     accuracy = float(((test_x @ weights["w"] + weights["b"]).argmax(1) == test_y).mean())
-    digest = hashlib.sha256(weights["w"].tobytes() + weights["b"].tobytes()).hexdigest()
+    digest = hashlib.sha256(b"".join(v.tobytes() for v in weights.values())).hexdigest()
     (model_dir / "result.json").write_text(json.dumps(
         {"node": node, "accuracy": accuracy, "weights_sha256": digest,
          "rounds": callback.rounds_done if callback else 0}))

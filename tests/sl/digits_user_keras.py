@@ -1,4 +1,5 @@
-"""A user's own Keras script with default SwarmCallback arguments (--local: no swarm)."""
+"""A user's own Keras script with default SwarmCallback arguments (--local: no swarm).
+OPTIMIZER: adam (its defaults, as most users write it) or sgd (rate 0.5)."""
 
 import os
 import sys
@@ -13,7 +14,9 @@ x, y, test_x, test_y = split(node, nodes)
 keras.utils.set_random_seed(node)
 model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
                           keras.layers.Dense(10, activation="softmax")])
-model.compile(optimizer=keras.optimizers.SGD(0.5), loss="sparse_categorical_crossentropy")
+optimizer = (keras.optimizers.SGD(0.5) if os.environ.get("OPTIMIZER", "adam") == "sgd"
+             else keras.optimizers.Adam())
+model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
 callbacks = []
 if "--local" not in sys.argv:
     from swarm.keras import SwarmCallback

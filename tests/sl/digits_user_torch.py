@@ -1,5 +1,7 @@
-"""A user's own PyTorch loop with default SwarmCallback arguments (--local: no swarm)."""
+"""A user's own PyTorch loop with default SwarmCallback arguments (--local: no swarm).
+OPTIMIZER: adam (its defaults, as most users write it) or sgd (rate 0.5)."""
 
+import os
 import sys
 
 import torch
@@ -10,7 +12,10 @@ node, nodes, epochs, model_dir = node_env()
 x, y, test_x, test_y = (torch.from_numpy(a) for a in split(node, nodes))
 torch.manual_seed(node)
 model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
-optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+if os.environ.get("OPTIMIZER", "adam") == "sgd":
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+else:
+    optimizer = torch.optim.Adam(model.parameters())
 callback = None
 if "--local" not in sys.argv:
     from swarm.torch import SwarmCallback

@@ -12,6 +12,7 @@ import pytest
 
 from swarm_testing import READY, SN, free_port, make_sites, run_sl_argv, run_sn_argv
 
+pytestmark = pytest.mark.slow  # real swarms for tens of seconds: -m "not slow" skips them
 SIDECAR = "tests/sl/digits_numpy_sidecar.py"
 MERGED = re.compile(r"^(\S+ \S+) INFO swarm\.sl: round (\d+) merged")
 

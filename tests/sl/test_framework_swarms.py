@@ -17,6 +17,7 @@ import pytest
 
 from swarm_testing import REPO
 
+pytestmark = pytest.mark.slow  # real swarms for tens of seconds: -m "not slow" skips them
 SIDECARS = {"keras": "tests/sl/digits_keras_sidecar.py", "torch": "tests/sl/digits_torch_sidecar.py"}
 FINAL_LINE = "All peers and Swarm training rounds finished. Final Swarm model was loaded."
 

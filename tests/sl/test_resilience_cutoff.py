@@ -6,8 +6,11 @@ import json
 import signal
 import time
 
+import pytest
+
 from swarm.network.sn_client import SNClient
 
+pytestmark = pytest.mark.slow  # real swarms for tens of seconds: -m "not slow" skips them
 SIDECAR = "tests/sl/digits_numpy_sidecar.py"
 
 

@@ -7,10 +7,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import pytest
 
 from swarm.network.sn_client import SNClient, SwarmNetworkError
 from swarm.protos import sn_api_pb2 as pb
 
+pytestmark = pytest.mark.slow  # real swarms for tens of seconds: -m "not slow" skips them
 SIDECAR = "tests/sl/digits_numpy_sidecar.py"
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -73,8 +72,7 @@ class FakeExchange:
 
 def driver(sn, exchange, tmp_path, done=lambda: False):
     return RoundDriver(sn, exchange, ByteCounter(), "me", LAYOUT, merge=None, swarm_done=done,
-                       record=OutcomeLog(tmp_path / "rounds.jsonl"), wait_slice_s=0.01,
-                       commit_in_background=False)
+                       record=OutcomeLog(tmp_path / "rounds.jsonl"), wait_slice_s=0.01)
 
 
 def update():
@@ -164,43 +162,3 @@ def test_an_inactive_node_registers_again_and_checks_in(tmp_path):
                     rejoin=lambda: rejoined.append(True), wait_slice_s=0.01)
     outcome, _ = d.run(1, update())
     assert rejoined == [True] and outcome.status == "merged"
-
-
-class SlowCommitSN(FakeSN):
-    """Its CommitMerged answers only once `release` is set (a slow ledger write)."""
-
-    def __init__(self):
-        super().__init__()
-        import threading
-        self.release = threading.Event()
-
-    def commit_merged(self, round_number, digest):
-        assert self.release.wait(10)
-        return super().commit_merged(round_number, digest)
-
-
-def test_the_merged_model_returns_before_its_commit_and_commits_stay_in_order(tmp_path):
-    # The program gets its model without waiting for the ledger; the record (with the
-    # ledger's answer) follows; the next round checks in meanwhile, and its commit waits
-    # for the first one (one in flight, in round order).
-    import threading
-    sn = SlowCommitSN()
-    d = RoundDriver(sn, FakeExchange(), ByteCounter(), "me", LAYOUT, merge=None,
-                    swarm_done=lambda: False, record=OutcomeLog(tmp_path / "rounds.jsonl"),
-                    wait_slice_s=0.01)
-    outcome, merged = d.run(3, update())
-    assert outcome.status == "merged" and merged[1] == b"\x01" * 32
-    second = threading.Thread(target=d.run, args=(4, update()))
-    second.start()
-    deadline = time.monotonic() + 10
-    while ("check_in", 4) not in sn.calls and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert ("check_in", 4) in sn.calls
-    assert read_outcomes(tmp_path / "rounds.jsonl") == []  # commit 3 has not answered
-    sn.release.set()
-    second.join(10)
-    d.settle()
-    calls = [c for c in sn.calls if c[0] == "commit"]
-    assert calls == [("commit", 3), ("commit", 4)]
-    records = read_outcomes(tmp_path / "rounds.jsonl")
-    assert [(r["round"], r["agreed"]) for r in records] == [(3, True), (4, True)]
