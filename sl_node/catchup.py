@@ -32,10 +32,31 @@ class MergedModel:
     digest: bytes
 
 
+# Peers hand their merged model back before its commit lands on the ledger, so for a
+# moment they may hold a round newer than the ledger's latest: read the status again.
+FETCH_ATTEMPTS = 4
+FETCH_RETRY_S = 0.5
+
+
 def fetch_latest(sn, channel_for, node_id: str, layout: Layout, counter,
                  max_model_bytes: int, status) -> MergedModel:
-    """The merged model of status.latest_merged_round, from the first of its participants
-    that serves it intact; CatchUpError when none does."""
+    """The merged model of the ledger's latest merged round, from the first of its
+    participants that serves it intact (re-reading the status a few times while the
+    peers have moved past it); CatchUpError when none does."""
+    for attempt in range(FETCH_ATTEMPTS):
+        try:
+            return _fetch_round(sn, channel_for, node_id, layout, counter, max_model_bytes,
+                                status)
+        except CatchUpError:
+            if attempt == FETCH_ATTEMPTS - 1:
+                raise
+        time.sleep(FETCH_RETRY_S)
+        status = sn.status()
+    raise AssertionError("unreachable")
+
+
+def _fetch_round(sn, channel_for, node_id: str, layout: Layout, counter,
+                 max_model_bytes: int, status) -> MergedModel:
     info = sn.wait_round(status.latest_merged_round, 0.1)
     holders = [(p.node_id, p.endpoint) for p in info.participants]
     model, found, _ = _first_intact(channel_for, node_id, layout, counter, max_model_bytes,

@@ -16,7 +16,7 @@ from swarm.tensors import iter_chunks
 from sl_node.exchange import CHUNK_BYTES, Gate
 from sl_node.exchange.merged import on_push_merged
 from sl_node.exchange.partial import on_push_partial
-from sl_node.exchange.transport import SERIALIZE_CHUNKS, SERVICE
+from sl_node.exchange.transport import DESERIALIZE_CHUNKS, SERIALIZE_CHUNKS, SERVICE
 from sl_node.exchange.update import on_push_update
 
 log = logging.getLogger("swarm.sl.peer")
@@ -64,13 +64,14 @@ class SwarmLearningPeerServicer(pb_grpc.SwarmLearningPeerServicer):
 
 
 def add_to_server(servicer: SwarmLearningPeerServicer, server: grpc.Server) -> None:
-    """Registers the servicer, with FetchModel's chunks on the single-copy wire path."""
+    """Registers the servicer, with every data chunk on the single-copy wire path (pushes
+    land from views of gRPC's bytes; FetchModel's chunks are built without protobuf)."""
     handlers = {
         "PushUpdate": grpc.stream_unary_rpc_method_handler(
-            servicer.PushUpdate, request_deserializer=pb.ExchangeChunk.FromString,
+            servicer.PushUpdate, request_deserializer=DESERIALIZE_CHUNKS,
             response_serializer=pb.ExchangeAck.SerializeToString),
         "PushMerged": grpc.stream_unary_rpc_method_handler(
-            servicer.PushMerged, request_deserializer=pb.ExchangeChunk.FromString,
+            servicer.PushMerged, request_deserializer=DESERIALIZE_CHUNKS,
             response_serializer=pb.ExchangeAck.SerializeToString),
         "PushPartial": grpc.unary_unary_rpc_method_handler(
             servicer.PushPartial, request_deserializer=pb.Partial.FromString,

@@ -95,17 +95,21 @@ def receive_into(chunks, total: int, who: str, out: memoryview, counter: ByteCou
 
     def data():
         for chunk in chunks:
-            if chunk.WhichOneof("part") != "data":
-                raise WeightsError(f"{who} sent a second header in one stream")
-            counter.add(received=len(chunk.data))
-            yield chunk.data
+            if not isinstance(chunk, memoryview):  # a view of gRPC's bytes: no copy
+                if chunk.WhichOneof("part") != "data":
+                    raise WeightsError(f"{who} sent a second header in one stream")
+                chunk = chunk.data
+            counter.add(received=len(chunk))
+            yield chunk
 
     return codec.decode_into(data(), out, who, max_bytes)
 
 
 def first_header(request_iterator):
     first = next(request_iterator, None)
-    return first.header if first is not None and first.WhichOneof("part") == "header" else None
+    if first is None or isinstance(first, memoryview) or first.WhichOneof("part") != "header":
+        return None
+    return first.header
 
 
 class Revocations:

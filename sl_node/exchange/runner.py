@@ -19,7 +19,7 @@ from sl_node.exchange.codec import IDENTITY
 from sl_node.exchange.faults import send_as_is
 from sl_node.exchange.inbox import Inboxes, RoundInbox
 from sl_node.exchange.plan import FailReason, RoundFailed, RoundPlan
-from sl_node.exchange.transport import ByteCounter, Link, PushFailed, Transport
+from sl_node.exchange.transport import ByteCounter, Link, PushFailed, Transport, trim_heap
 
 log = logging.getLogger("swarm.sl.exchange")
 
@@ -90,6 +90,7 @@ class Exchange:
             return self._run(plan, inbox, flat, hashes, merge)
         finally:
             inbox.release()  # the result lives on only as the held model
+            trim_heap()
 
     def _run(self, plan, inbox, flat, hashes, merge) -> ExchangeResult:
         link, transport = self._link, self._transport
@@ -111,6 +112,7 @@ class Exchange:
         inbox.wait_for(lambda: all(i in store.accepted or i in store.refused
                                    or i in inbox.unreachable for i in expected), deadline)
         self._settle(sends, plan)
+        trim_heap()  # the scatter's buffers, before the merge and the all-gather add theirs
         phases = {"scatter": time.monotonic() - started}
         received = tuple((i == plan.me and data is not None) or i in store.accepted
                          for i in range(plan.size))
@@ -137,13 +139,18 @@ class Exchange:
         if plan.me in valid:
             inbox.update_buffer(plan.me)[:] = data[lo:hi]
         rows = inbox.update_rows
-        updates = rows if valid == list(range(plan.size)) else rows[valid]
+        # The valid rows moved down in place (ascending, so no row is overwritten before
+        # it moved): the merge's input without a copy of N shards.
+        for k, i in enumerate(valid):
+            if k != i:
+                rows[k] = rows[i]
+        updates = rows[:len(valid)]
         weights = np.array([plan.peers[i].weight for i in valid], dtype=np.float64)
         merged_bytes = inbox.merged_buffer(plan.me)
         merged_ok = True
         try:
-            merged_bytes[:] = np.ascontiguousarray(merge(updates, weights, ctx.allreduce),
-                                                   dtype=wire).view(np.uint8)
+            # Straight into our range of the round's result, block by block.
+            merge(updates, weights, ctx.allreduce, out=np.frombuffer(merged_bytes, dtype=wire))
         except RoundFailed as error:
             # A partial missing or refused: the others must learn it from our receipts,
             # so go on to the all-gather without our range.

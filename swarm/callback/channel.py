@@ -145,6 +145,15 @@ class LocalChannel:
         return self._region.array(DATA_OFFSET, self._region.data_bytes, np.uint8,
                                   "send buffer")
 
+    def send_array(self, layout: Layout) -> np.ndarray | None:
+        """Where `layout.flatten(weights, out=...)` should write the next update: the
+        region's data as a writeable vector of the wire dtype, or None on the socket
+        path. The update then goes without a copy; the array's contents change with
+        every call (the merged weights come back in the same place)."""
+        if self._region is None or self._region.data_bytes != layout.nbytes:
+            return None
+        return self._region.array(DATA_OFFSET, layout.nbytes, layout.wire, "send buffer")
+
     def close(self) -> None:
         self._drop_region()
         self._channel.close()

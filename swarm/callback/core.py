@@ -335,7 +335,13 @@ class SwarmCallbackCore:
 
     def _flatten(self, weights: Weights) -> np.ndarray:
         try:
-            flat = self._layout.flatten(weights)
+            # Straight into the shared region when there is one: no copy to send it. Not
+            # with update transforms: they read the last merged model, a view of that
+            # same region, after the flatten.
+            send_array = getattr(self._channel, "send_array", None)
+            out = (send_array(self._layout)
+                   if send_array is not None and not self._update_transforms else None)
+            flat = self._layout.flatten(weights, out=out)
         except WeightsError as error:
             raise WeightsError(f"the model no longer matches the layout it joined the swarm "
                                f"with: {error}") from None

@@ -12,6 +12,10 @@ same length, even an owner whose shard is empty.
 Numerics: values are accumulated in float64, row by row in participant order (never by
 BLAS), so the same inputs give bit-identical outputs. Work is done in column blocks so
 a large shard never needs a full float64 copy of ``updates``.
+
+Memory: ``out`` (the shard's place in the round's result) receives the merged values
+block by block, so a coordinate-wise method needs no shard-sized temporary at all; the
+distance-based ones keep two float64 iterates of the shard (their numerics need them).
 """
 
 from __future__ import annotations
@@ -43,8 +47,10 @@ class MergeMethod(Protocol):
     coordinate_wise: bool  # True: each coordinate merged alone, allreduce never called
 
     def __call__(self, updates: np.ndarray, weights: np.ndarray,
-                 allreduce: AllReduce = no_allreduce) -> np.ndarray:
-        """``updates`` (n, d) in participant order, ``weights`` (n,) > 0 -> (d,), updates.dtype."""
+                 allreduce: AllReduce = no_allreduce, out: np.ndarray | None = None
+                 ) -> np.ndarray:
+        """``updates`` (n, d) in participant order, ``weights`` (n,) > 0 -> (d,), updates.dtype,
+        written into ``out`` (returned) when given."""
         ...
 
 
@@ -83,37 +89,66 @@ def check_inputs(updates: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, 
     return updates, w
 
 
-def column_blocks(n: int, d: int) -> Iterator[slice]:
-    """Slices covering 0..d in blocks of about _BLOCK_VALUES values of an (n, d) array."""
-    step = max(1, _BLOCK_VALUES // max(n, 1))
+def output(out: np.ndarray | None, updates: np.ndarray) -> np.ndarray:
+    """Where a method writes its result: ``out`` if given (checked: shape (d,) and the
+    updates' dtype), else a new array."""
+    d = updates.shape[1]
+    if out is None:
+        return np.empty(d, dtype=updates.dtype)
+    if out.shape != (d,) or out.dtype != updates.dtype:
+        raise ValueError(f"out must have shape ({d},) and dtype {updates.dtype}, got shape "
+                         f"{out.shape} and dtype {out.dtype}")
+    return out
+
+
+def column_blocks(n: int, d: int, values: int = _BLOCK_VALUES) -> Iterator[slice]:
+    """Slices covering 0..d in blocks of about ``values`` values of an (n, d) array."""
+    step = max(1, values // max(n, 1))
     for start in range(0, d, step):
         yield slice(start, min(start + step, d))
 
 
 def weighted_sum(updates: np.ndarray, coeffs: np.ndarray,
-                 offset: np.ndarray | None = None) -> np.ndarray:
-    """sum_i coeffs[i] * (updates[i] - offset) in float64, added in participant order."""
+                 offset: np.ndarray | None = None, out: np.ndarray | None = None,
+                 rows: list[int] | np.ndarray | None = None) -> np.ndarray:
+    """sum_i coeffs[i] * (updates[rows[i]] - offset) in float64, added in participant order
+    (rows: all by default).
+
+    Accumulated in float64 block by block; ``out`` (any float dtype, d values; a new
+    float64 array by default) gets each block's sum cast to its dtype, exactly what
+    casting the whole float64 sum would give. ``out`` must not overlap ``offset``."""
     n, d = updates.shape
-    out = np.zeros(d, dtype=np.float64)
+    rows = range(n) if rows is None else rows
+    if out is None:
+        out = np.empty(d, dtype=np.float64)
+    wide = out.dtype == np.float64
+    tmp = np.empty(min(d, max(1, _BLOCK_VALUES // max(n, 1))), dtype=np.float64)
+    scratch = None if wide else np.empty_like(tmp)
     for block in column_blocks(n, d):
-        acc = out[block]
-        tmp = np.empty(acc.shape, dtype=np.float64)
-        for i in range(n):
+        width = block.stop - block.start
+        acc = out[block] if wide else scratch[:width]
+        acc[...] = 0.0
+        part = tmp[:width]
+        for c, i in zip(coeffs, rows):
             if offset is None:
-                tmp[...] = updates[i, block]
+                part[...] = updates[i, block]
             else:
-                np.subtract(updates[i, block], offset[block], out=tmp)
-            tmp *= coeffs[i]
-            acc += tmp
+                np.subtract(updates[i, block], offset[block], out=part)
+            part *= c
+            acc += part
+        if not wide:
+            out[block] = acc
     return out
 
 
-def weighted_mean(updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The weighted mean of the rows, float64; coordinate-wise, so no allreduce.
+def weighted_mean(updates: np.ndarray, weights: np.ndarray, out: np.ndarray | None = None,
+                  rows: list[int] | np.ndarray | None = None) -> np.ndarray:
+    """The weighted mean of the rows (or of ``rows`` with their ``weights``), float64 or
+    cast into ``out``; coordinate-wise, so no allreduce.
 
     Normalised coefficients, so a single row (or one with all the weight) comes back exact.
     """
-    return weighted_sum(updates, weights / math.fsum(weights))
+    return weighted_sum(updates, weights / math.fsum(weights), out=out, rows=rows)
 
 
 def partial_sq_distances(updates: np.ndarray, center: np.ndarray) -> np.ndarray:
@@ -121,8 +156,10 @@ def partial_sq_distances(updates: np.ndarray, center: np.ndarray) -> np.ndarray:
     n, d = updates.shape
     out = np.zeros(n, dtype=np.float64)
     for block in column_blocks(n, d):
-        diff = updates[:, block].astype(np.float64) - center[block]
-        out += np.square(diff).sum(axis=1)
+        diff = updates[:, block].astype(np.float64)
+        diff -= center[block]
+        np.square(diff, out=diff)
+        out += diff.sum(axis=1)
     return out
 
 

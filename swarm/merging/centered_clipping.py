@@ -18,7 +18,8 @@ from typing import ClassVar
 import numpy as np
 
 from .base import (AllReduce, check_choice, check_float, check_inputs, check_int,
-                   no_allreduce, partial_sq_distances, reduced, weighted_mean, weighted_sum)
+                   column_blocks, no_allreduce, output, partial_sq_distances, reduced,
+                   weighted_mean, weighted_sum)
 from .coordmedian import weighted_lower_median
 
 CENTERS: tuple[str, ...] = ("coordmedian", "mean")
@@ -66,15 +67,23 @@ class CenteredClipping:
         return factors
 
     def __call__(self, updates: np.ndarray, weights: np.ndarray,
-                 allreduce: AllReduce = no_allreduce) -> np.ndarray:
+                 allreduce: AllReduce = no_allreduce, out: np.ndarray | None = None
+                 ) -> np.ndarray:
         updates, w = check_inputs(updates, weights)
+        out = output(out, updates)
+        d = updates.shape[1]
+        v = np.empty(d, dtype=np.float64)
         if self.center == "mean":
-            v = weighted_mean(updates, w)
+            weighted_mean(updates, w, out=v)
         else:
-            v = weighted_lower_median(updates, w).astype(np.float64)
+            weighted_lower_median(updates, w, out=v)
         total = math.fsum(w)
         for _ in range(self.iters):
             sq_norms = reduced(allreduce, partial_sq_distances(updates, v))
             c = w * self.clip_factors(sq_norms, w) / total
-            v = v + weighted_sum(updates, c, offset=v)
-        return v.astype(updates.dtype)
+            # v + sum_i c_i (x_i - v), block by block in place: a block's step needs
+            # only that block of v, so one float64 iterate of the shard is enough.
+            for block in column_blocks(*updates.shape):
+                v[block] += weighted_sum(updates[:, block], c, offset=v[block])
+        out[...] = v
+        return out

@@ -18,7 +18,8 @@ from typing import ClassVar
 import numpy as np
 
 from .base import (AllReduce, check_choice, check_float, check_inputs, check_int,
-                   no_allreduce, partial_sq_distances, reduced, weighted_mean, weighted_sum)
+                   no_allreduce, output, partial_sq_distances, reduced, weighted_mean,
+                   weighted_sum)
 from .coordmedian import weighted_lower_median
 
 INITS: tuple[str, ...] = ("coordmedian", "mean")
@@ -64,24 +65,35 @@ class GeoMedian:
         object.__setattr__(self, "init", check_choice(self.name, "init", self.init, INITS))
 
     def __call__(self, updates: np.ndarray, weights: np.ndarray,
-                 allreduce: AllReduce = no_allreduce) -> np.ndarray:
+                 allreduce: AllReduce = no_allreduce, out: np.ndarray | None = None
+                 ) -> np.ndarray:
         updates, w = check_inputs(updates, weights)
-        n = updates.shape[0]
+        out = output(out, updates)
+        n, d = updates.shape
+        # Two float64 iterates of the shard, used in turn; the old one also serves as
+        # scratch for the convergence sums once the new one is computed.
+        z = np.empty(d, dtype=np.float64)
         if self.init == "mean":
-            z = weighted_mean(updates, w)
+            weighted_mean(updates, w, out=z)
         else:
-            z = weighted_lower_median(updates, w).astype(np.float64)
+            weighted_lower_median(updates, w, out=z)
+        spare = np.empty(d, dtype=np.float64)
         sq_dist = reduced(allreduce, partial_sq_distances(updates, z))
         for step in range(self.max_iter):
             b = w / np.maximum(self.eps, np.sqrt(sq_dist))
-            z_new = weighted_sum(updates, b / math.fsum(b))
+            z_new = weighted_sum(updates, b / math.fsum(b), out=spare)
             if step == self.max_iter - 1:
                 z = z_new
                 break
-            partial = np.concatenate([partial_sq_distances(updates, z_new),
-                                      [np.square(z_new - z).sum(), np.square(z_new).sum()]])
+            dists = partial_sq_distances(updates, z_new)
+            np.subtract(z_new, z, out=z)
+            np.square(z, out=z)
+            step_sq = z.sum()
+            np.square(z_new, out=z)
+            partial = np.concatenate([dists, [step_sq, z.sum()]])
             total = reduced(allreduce, partial)
-            z, sq_dist = z_new, total[:n]
+            z, spare, sq_dist = z_new, z, total[:n]
             if math.sqrt(total[n]) <= self.tol * math.sqrt(total[n + 1]):
                 break
-        return z.astype(updates.dtype)
+        out[...] = z
+        return out

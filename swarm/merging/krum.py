@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 
 from .base import (AllReduce, check_inputs, check_int, column_blocks, no_allreduce,
-                   reduced, weighted_mean)
+                   output, reduced, weighted_mean)
 
 
 def partial_pair_sq_distances(updates: np.ndarray) -> np.ndarray:
@@ -84,11 +84,14 @@ class Krum:
         return np.sort(best)
 
     def __call__(self, updates: np.ndarray, weights: np.ndarray,
-                 allreduce: AllReduce = no_allreduce) -> np.ndarray:
+                 allreduce: AllReduce = no_allreduce, out: np.ndarray | None = None
+                 ) -> np.ndarray:
         updates, w = check_inputs(updates, weights)
         n = updates.shape[0]
+        out = output(out, updates)
         if self.f is None and n <= 2:
-            return weighted_mean(updates, w).astype(updates.dtype)
+            return weighted_mean(updates, w, out=out)
         self.byzantine(n)  # fail before any allreduce, on every owner alike
         chosen = self.select(reduced(allreduce, partial_pair_sq_distances(updates)), n)
-        return weighted_mean(updates[chosen], w[chosen]).astype(updates.dtype)
+        # The chosen rows in place (no copy of them), in ascending order as before.
+        return weighted_mean(updates, w[chosen], out=out, rows=chosen)

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import AllReduce, check_inputs, no_allreduce, weighted_mean
+from .base import AllReduce, check_inputs, no_allreduce, output, weighted_mean
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class Mean:
     coordinate_wise: ClassVar[bool] = True
 
     def __call__(self, updates: np.ndarray, weights: np.ndarray,
-                 allreduce: AllReduce = no_allreduce) -> np.ndarray:
+                 allreduce: AllReduce = no_allreduce, out: np.ndarray | None = None
+                 ) -> np.ndarray:
         updates, w = check_inputs(updates, weights)
-        return weighted_mean(updates, w).astype(updates.dtype)
+        return weighted_mean(updates, w, out=output(out, updates))

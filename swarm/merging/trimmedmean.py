@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import AllReduce, check_float, check_inputs, column_blocks, no_allreduce
+from .base import AllReduce, check_float, check_inputs, column_blocks, no_allreduce, output
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,15 @@ class TrimmedMean:
         return t
 
     def __call__(self, updates: np.ndarray, weights: np.ndarray,
-                 allreduce: AllReduce = no_allreduce) -> np.ndarray:
+                 allreduce: AllReduce = no_allreduce, out: np.ndarray | None = None
+                 ) -> np.ndarray:
         updates, w = check_inputs(updates, weights)
         n, d = updates.shape
         t = self.trim_count(n)
-        out = np.empty(d, dtype=np.float64)
-        for block in column_blocks(n, d):
+        out = output(out, updates)
+        # Smaller blocks: each holds an int64 sort order of all n rows (per column, so
+        # the blocking never changes a value).
+        for block in column_blocks(n, d, 1 << 18):
             cols = updates[:, block]
             order = np.argsort(cols, axis=0, kind="stable")
             num = np.zeros(cols.shape[1], dtype=np.float64)
@@ -60,5 +63,5 @@ class TrimmedMean:
                 kw = w[order[k]]
                 num += kw * np.take_along_axis(cols, order[k:k + 1], axis=0)[0].astype(np.float64)
                 den += kw
-            out[block] = num / den
-        return out.astype(updates.dtype)
+            out[block] = num / den  # cast per block: the same as casting the whole
+        return out

@@ -300,3 +300,20 @@ def test_a_region_is_private_and_checked_when_attached(tmp_path):
     finally:
         region.unlink()
         region.close()
+
+
+def test_the_callback_flattens_straight_into_the_region(local_service):
+    # SwarmCallback asks the channel for send_array: the update is never copied to send.
+    layout, flat = _model()
+    node, address = local_service()
+    with LocalChannel(address) as channel:
+        channel.hello(PARAMS, layout, "numpy")
+        out = channel.send_array(layout)
+        assert out.dtype == layout.wire and np.shares_memory(out, channel.send_buffer())
+        sent = layout.flatten(layout.unflatten(flat), out=out)
+        assert sent is out
+        channel.sync(sent, 1)
+        np.testing.assert_array_equal(node.updates[-1], flat)
+    with LocalChannel(address, shared_memory=False) as channel:
+        channel.hello(PARAMS, layout, "numpy")
+        assert channel.send_array(layout) is None  # the socket path: flatten allocates

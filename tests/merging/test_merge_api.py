@@ -104,3 +104,24 @@ def test_allreduce_returning_the_wrong_length():
     with pytest.raises(ValueError, match=r"allreduce returned shape \(2,\) for a partial of "
                                          r"shape \(4,\)"):
         get_merge("geomedian")(X, W, lambda v: v[:2])
+
+
+@pytest.mark.parametrize("name", MERGE_METHODS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_merging_into_out_gives_the_same_bits_in_place(name, dtype):
+    # The exchange merges straight into the round's result: no shard-sized copy after.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 2_000_001 // 5)).astype(dtype)  # several column blocks
+    w = np.array([1.0, 2.0, 1.0, 3.0, 1.0])
+    fresh = get_merge(name)(x, w)
+    out = np.full(x.shape[1], np.nan, dtype=dtype)
+    assert get_merge(name)(x, w, out=out) is out
+    assert out.tobytes() == fresh.tobytes()
+
+
+@pytest.mark.parametrize("name", MERGE_METHODS)
+def test_out_of_another_dtype_or_length_is_refused(name):
+    with pytest.raises(ValueError, match="out must have shape"):
+        get_merge(name)(X, W, out=np.empty(3, dtype=np.float32))
+    with pytest.raises(ValueError, match="out must have shape"):
+        get_merge(name)(X, W, out=np.empty(4))
