@@ -138,12 +138,13 @@ class _Reader:
 
     def __init__(self, w3: Web3, address: str):
         self.w3 = w3
+        self.block: int | str = "latest"  # the views are read at the block the events end at
         self.address = to_checksum_address(address)
         self.contract = w3.eth.contract(address=self.address, abi=load_artifact()["abi"])
         self._by_topic = {bytes(HexBytes(ev.topic)): ev for ev in self.contract.events}
 
     def call(self, name: str, *args):
-        return getattr(self.contract.functions, name)(*args).call()
+        return getattr(self.contract.functions, name)(*args).call(block_identifier=self.block)
 
     def decode(self, log: dict) -> LedgerEvent | None:
         if to_checksum_address(log["address"]) != self.address or not log["topics"]:
@@ -220,6 +221,9 @@ def read_history(w3: Web3, contract_address: str, *, first_block: int = 0, sourc
     if not w3.eth.get_code(reader.address):
         raise LedgerError("audit", f"no ledger contract at {reader.address} on {source or 'this chain'}")
     head = int(w3.eth.block_number)
+    # The state at the last block read, not "latest": a running swarm keeps writing (nodes
+    # leaving turn inactive) while the events are read, and the two must describe one block.
+    reader.block = head
     events: list[LedgerEvent] = []
     missing: list[tuple[int, int]] = []
     start = first_block
