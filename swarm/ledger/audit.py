@@ -56,6 +56,7 @@ from .client import (
 from .embedded import ARCHIVE_NAME, JOURNAL_NAME, LEDGER_META_NAME, EmbeddedChain
 
 ZERO32 = b"\x00" * 32
+MAX_REMAINING_S = 30  # the contract caps ReceiptsSubmitted.remainingS at this
 
 
 class FindingCode(str, enum.Enum):
@@ -137,12 +138,13 @@ class _Reader:
 
     def __init__(self, w3: Web3, address: str):
         self.w3 = w3
+        self.block: int | str = "latest"  # the views are read at the block the events end at
         self.address = to_checksum_address(address)
         self.contract = w3.eth.contract(address=self.address, abi=load_artifact()["abi"])
         self._by_topic = {bytes(HexBytes(ev.topic)): ev for ev in self.contract.events}
 
     def call(self, name: str, *args):
-        return getattr(self.contract.functions, name)(*args).call()
+        return getattr(self.contract.functions, name)(*args).call(block_identifier=self.block)
 
     def decode(self, log: dict) -> LedgerEvent | None:
         if to_checksum_address(log["address"]) != self.address or not log["topics"]:
@@ -219,6 +221,9 @@ def read_history(w3: Web3, contract_address: str, *, first_block: int = 0, sourc
     if not w3.eth.get_code(reader.address):
         raise LedgerError("audit", f"no ledger contract at {reader.address} on {source or 'this chain'}")
     head = int(w3.eth.block_number)
+    # The state at the last block read, not "latest": a running swarm keeps writing (nodes
+    # leaving turn inactive) while the events are read, and the two must describe one block.
+    reader.block = head
     events: list[LedgerEvent] = []
     missing: list[tuple[int, int]] = []
     start = first_block
@@ -325,6 +330,9 @@ class RoundRecord:
     merged_digest: str
     committed: list[str]  # who committed the merged digest first (the MergeCommitted event)
     disagreements: list[dict]  # MergeMismatch: node, expected, actual
+    # Receipt bitmaps (several SNs), one entry per phase: {"phase", "submissions": [{"node",
+    # "bits", "remaining_s", "by", "block"}], "frozen_count", "frozen_by", "frozen_block"}.
+    receipts: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -371,6 +379,9 @@ class _Replay:
         self.changes: list[dict] = []
         self.revocations: list[dict] = []
         self.finished_log: list[dict] = []
+        # (round, phase) -> submitting ids in order, and whether ReceiptsFrozen came
+        self.receipt_ids: dict[tuple[int, int], list[bytes]] = {}
+        self.receipts_frozen: set[tuple[int, int]] = set()
 
     def name(self, key: bytes) -> str:
         m = self.members.get(bytes(key))
@@ -597,6 +608,93 @@ class _Replay:
         self.bad(FindingCode.MERGE_MISMATCH, f"committed merged digest {actual.hex()[:16]}…, the round's is "
                                              f"{expected.hex()[:16]}…", ev, round=r, node=key)
 
+    # -- receipt bitmaps (several SNs) --
+
+    def _receipt_board(self, r: int, phase: int) -> dict | None:
+        rec = self.rounds.get(r)
+        if rec is None:
+            return None
+        for board in rec.receipts:
+            if board["phase"] == phase:
+                return board
+        board = {"phase": phase, "submissions": [], "frozen_count": None, "frozen_by": "", "frozen_block": None}
+        rec.receipts.append(board)
+        rec.receipts.sort(key=lambda b: b["phase"])
+        return board
+
+    def _receipt_round(self, ev, r: int, phase: int) -> bool:
+        if phase not in (1, 2):
+            self.bad(FindingCode.RULE_VIOLATION, f"{ev.name} for phase {phase}, not 1 or 2", ev, round=r)
+            return False
+        if r not in self.sealed_in_round:
+            self.bad(FindingCode.RULE_VIOLATION, f"{ev.name} for a round not sealed", ev, round=r)
+            return False
+        return True
+
+    def on_ReceiptsSubmitted(self, ev, a) -> None:
+        r, phase, key, bits = int(a["round"]), int(a["phase"]), bytes(a["id"]), bytes(a["bits"])
+        account = self._actor(ev, a["by"])
+        if not self._receipt_round(ev, r, phase):
+            return
+        m = self.members.get(key)
+        if m is None:
+            self.bad(FindingCode.RULE_VIOLATION, "receipts submitted for an unknown member", ev, round=r, node=key)
+        else:
+            if account is not None and m["controller"] != account:
+                self.bad(FindingCode.RULE_VIOLATION, "receipts submitted by an SN that is not the node's "
+                                                     "controller", ev, round=r, node=key)
+            if m["status"] == STATUS_REVOKED:
+                self.bad(FindingCode.RULE_VIOLATION, "a revoked member submitted receipts", ev, round=r, node=key)
+        if self.participant_in.get(key) != r:
+            self.bad(FindingCode.RULE_VIOLATION, "receipts submitted by a node that was not a participant of "
+                                                 "the round (or after the next round sealed)", ev, round=r, node=key)
+        size = len(self.sealed_in_round[r])
+        if len(bits) != size:
+            self.bad(FindingCode.RULE_VIOLATION, f"a receipt bitmap of {len(bits)} bytes, the round has {size} "
+                                                 "participants", ev, round=r, node=key)
+        if any(b > 1 for b in bits):
+            self.bad(FindingCode.RULE_VIOLATION, "a receipt bitmap byte other than 0 or 1", ev, round=r, node=key)
+        if int(a["remainingS"]) > MAX_REMAINING_S:
+            self.bad(FindingCode.RULE_VIOLATION, f"remainingS {a['remainingS']} above the cap {MAX_REMAINING_S}",
+                     ev, round=r, node=key)
+        ids = self.receipt_ids.setdefault((r, phase), [])
+        if key in ids:
+            self.bad(FindingCode.RULE_VIOLATION, f"a second receipt bitmap for phase {phase} (the first one "
+                                                 "counts)", ev, round=r, node=key)
+            return
+        if (r, phase) in self.receipts_frozen:
+            self.bad(FindingCode.RULE_VIOLATION, f"receipts for phase {phase} submitted after ReceiptsFrozen",
+                     ev, round=r, node=key)
+            return
+        ids.append(key)
+        board = self._receipt_board(r, phase)
+        if board is not None:
+            board["submissions"].append({"node": self.name(key), "bits": "".join(str(b) for b in bits),
+                                         "remaining_s": int(a["remainingS"]), "by": self.name(a["by"]),
+                                         "block": ev.block_number})
+
+    def on_ReceiptsFrozen(self, ev, a) -> None:
+        r, phase, count = int(a["round"]), int(a["phase"]), int(a["count"])
+        self._actor(ev, a["by"])
+        if not self._receipt_round(ev, r, phase):
+            return
+        if (r, phase) in self.receipts_frozen:
+            self.bad(FindingCode.RULE_VIOLATION, f"phase {phase} receipts frozen twice", ev, round=r)
+            return
+        self.receipts_frozen.add((r, phase))
+        submitted = len(self.receipt_ids.get((r, phase), []))
+        size = len(self.sealed_in_round[r])
+        if count != submitted:
+            self.bad(FindingCode.RULE_VIOLATION, f"phase {phase} receipts frozen with count {count}, but "
+                                                 f"{submitted} bitmaps were submitted before it", ev, round=r)
+        if submitted == 0 or (submitted != size and 2 * submitted <= size):
+            self.bad(FindingCode.RULE_VIOLATION, f"phase {phase} receipts frozen with {submitted} of {size} "
+                                                 "bitmaps: neither all participants nor a strict majority",
+                     ev, round=r)
+        board = self._receipt_board(r, phase)
+        if board is not None:
+            board.update(frozen_count=count, frozen_by=self.name(a["by"]), frozen_block=ev.block_number)
+
     def on_NodeFinished(self, ev, a) -> None:
         key = bytes(a["id"])
         if key not in self.members:
@@ -751,6 +849,12 @@ def format_report(report: Report, verbose: bool = False) -> str:
             out.append(f"      {node:<24} weight {weight:>3}  update {digest if verbose else _short(digest, 16)}")
         for d in r.disagreements:
             out.append(f"      ! {d['node']} committed {_short(d['actual'], 16)}")
+        for b in r.receipts:
+            frozen = (f"frozen at {b['frozen_count']} by {b['frozen_by']} in block {b['frozen_block']}"
+                      if b["frozen_count"] is not None else "not frozen")
+            out.append(f"      receipts phase {b['phase']}: {len(b['submissions'])} submitted, {frozen}")
+            for x in b["submissions"]:
+                out.append(f"        {x['node']:<24} bits {x['bits']}  remaining {x['remaining_s']:>2}s  by {x['by']}")
     if report.revocations:
         out.append(f"\nrevocations ({len(report.revocations)}):")
         for v in report.revocations:
@@ -762,7 +866,7 @@ def format_report(report: Report, verbose: bool = False) -> str:
 
 def export(report: Report, out_dir: str | Path) -> list[Path]:
     """Writes ledger.json (everything) and members.csv, rounds.csv (one row per participant),
-    events.csv (membership changes), findings.csv. Returns the paths written."""
+    receipts.csv (one row per receipt bitmap), events.csv (membership changes), findings.csv. Returns the paths written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -786,6 +890,11 @@ def export(report: Report, out_dir: str | Path) -> list[Path]:
               ([r.round, r.sealed_block, r.sealed_at, r.sealed_by, node, w, d, r.merged_digest,
                 next((x["actual"] for x in r.disagreements if x["node"] == node), "")]
                for r in report.rounds for node, w, d in zip(r.participants, r.weights, r.update_digests)))
+    write_csv("receipts.csv", ["round", "phase", "node", "bits", "remaining_s", "by", "block", "frozen_count",
+                               "frozen_by", "frozen_block"],
+              ([r.round, b["phase"], x["node"], x["bits"], x["remaining_s"], x["by"], x["block"],
+                b["frozen_count"], b["frozen_by"], b["frozen_block"]]
+               for r in report.rounds for b in r.receipts for x in b["submissions"]))
     change_cols = ["block", "event", "node", "role", "endpoint", "by", "detail"]
     write_csv("events.csv", change_cols, ([c[k] for k in change_cols] for c in report.membership_changes))
     write_csv("findings.csv", ["code", "message", "round", "node", "block"],

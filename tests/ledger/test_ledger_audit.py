@@ -16,7 +16,7 @@ from swarm.ledger import EmbeddedChain, LedgerEvent, node_key
 from swarm.ledger.audit import FindingCode, build_report, model_digest, open_data_dir, read_history
 from swarm.tensors import Layout, weights_digest
 
-from .conftest import SENTINEL, SLS1, SLS2, build_swarm, digest, fp
+from .conftest import SENTINEL, SN2, SLS1, SLS2, build_swarm, digest, fp
 
 WEIGHTS = [np.arange(12, dtype=np.float32).reshape(3, 4), np.ones(5, dtype=np.float32)]
 
@@ -27,7 +27,8 @@ def merged_digest_of(weights) -> bytes:
 
 
 def sentinel_dir(tmp_path: Path, *, mismatch: bool = False, revoke: bool = False) -> Path:
-    """An SN data directory (ledger.json + chain/) holding three sealed, merged rounds."""
+    """An SN data directory (ledger.json + chain/) holding three sealed, merged rounds; round 1's
+    receipts froze with every participant's bitmap, round 2's on a 2-of-3 majority."""
     data_dir = tmp_path / "sn"
     chain = EmbeddedChain(data_dir / "chain")
     try:
@@ -39,6 +40,14 @@ def sentinel_dir(tmp_path: Path, *, mismatch: bool = False, revoke: bool = False
             sn1.check_in(r, ids, [50, 50], [digest(f"{r}-{n}") for n in ids])
             sn2.check_in(r, SLS2, [30], [digest(f"{r}-x")])
             sn1.seal(r, ids + SLS2)
+            if r == 1:
+                for n in ids:
+                    sn1.submit_receipts(r, 1, n, b"\x01\x01\x01", remaining_s=5)
+                sn2.submit_receipts(r, 1, SLS2[0], b"\x01\x01\x00", remaining_s=99)  # capped at 30
+            elif r == 2:
+                for n in ids:
+                    sn1.submit_receipts(r, 1, n, b"\x01\x01\x00")
+                sn2.freeze_receipts(r, 1)
             merged = final if r == 3 else digest(f"merged-{r}")
             for n in ids:
                 sn1.commit_merged(r, n, merged)
@@ -77,6 +86,11 @@ def test_clean_history_verifies_and_shows_every_round(clean_dir, capsys):
     assert ledger_main(["show", "--data-dir", str(clean_dir)]) == 0
     shown = capsys.readouterr().out
     assert "round 3: sealed in block" in shown and SLS2[0] in shown
+    assert "receipts phase 1: 3 submitted, frozen at 3" in shown
+    assert f"receipts phase 1: 2 submitted, frozen at 2 by {SN2}" in shown
+    boards = [r.receipts for r in report.rounds]
+    assert [x["node"] for x in boards[0][0]["submissions"]] == [*SLS1[:2], *SLS2]
+    assert boards[0][0]["submissions"][2]["remaining_s"] == 30 and boards[2] == []
 
 
 def test_reading_offline_leaves_the_data_dir_untouched(clean_dir):
@@ -179,6 +193,57 @@ def test_history_that_breaks_the_contract_rules_is_named(clean_dir):
         assert any(f.code == FindingCode.RULE_VIOLATION and f.node == SLS1[2] for f in report.findings)
 
 
+def _receipt_event(history, name: str, args: dict) -> LedgerEvent:
+    return LedgerEvent(name, args, history.head_block, b"\x00" * 32, 99)
+
+
+def test_receipts_that_break_the_ledger_rules_are_named(clean_dir):
+    """Hand-forged ReceiptsSubmitted / ReceiptsFrozen events, each against one rule of the
+    contract's receipt boards: the first bitmap counts, nothing after the freeze, the frozen
+    count is the submissions before it, and a freeze needs all participants or a majority."""
+    sn1 = node_key(SENTINEL)
+
+    def submitted(r, node, bits=b"\x01\x01\x01", phase=1, remaining=0):
+        return _receipt_event(history, "ReceiptsSubmitted", {"round": r, "phase": phase, "id": node_key(node),
+                                                             "bits": bits, "remainingS": remaining, "by": sn1})
+
+    def frozen(r, count, phase=1):
+        return _receipt_event(history, "ReceiptsFrozen", {"round": r, "phase": phase, "count": count, "by": sn1})
+
+    def violations(*extra, before: int | None = None) -> list[str]:
+        at = len(history.events) if before is None else before
+        history.events[at:at] = list(extra)
+        try:
+            return [f.message for f in build_report(history).findings if f.code == FindingCode.RULE_VIOLATION]
+        finally:
+            del history.events[at:at + len(extra)]
+
+    with open_data_dir(clean_dir) as history:
+        assert violations() == []
+        seal3 = _events(history, "RoundSealed")[2]
+        # A second bitmap for round 2 phase 1 by a node that already submitted.
+        found = violations(submitted(2, SLS1[0]), before=seal3)
+        assert len(found) == 1 and "second receipt bitmap" in found[0]
+        # Round 2 phase 2 frozen on one bitmap of three: no majority.
+        found = violations(submitted(2, SLS1[1], phase=2), frozen(2, 1, phase=2),
+                           before=seal3)
+        assert len(found) == 1 and "neither all participants nor a strict majority" in found[0]
+        # Round 3 (nothing submitted yet in the real history): a bitmap after the freeze is refused.
+        found = violations(submitted(3, SLS1[0]), submitted(3, SLS1[1]), frozen(3, 2), submitted(3, SLS2[0]))
+        assert any("after ReceiptsFrozen" in m for m in found) and "controller" in " ".join(found)
+        # A frozen count that is not the number of bitmaps before it.
+        found = violations(submitted(3, SLS1[0]), submitted(3, SLS1[1]), frozen(3, 3))
+        assert len(found) == 1 and "count 3, but 2 bitmaps" in found[0]
+        # A freeze with no bitmaps at all, and a bitmap of the wrong size, of bytes > 1, uncapped.
+        found = violations(frozen(3, 0))
+        assert len(found) == 1 and "0 of 3" in found[0]
+        found = violations(submitted(3, SLS1[0], bits=b"\x01\x02", remaining=31))
+        assert len(found) == 3
+        # Receipts of a node that was no participant (SLS1[2] never checked in).
+        found = violations(submitted(3, SLS1[2]))
+        assert len(found) == 1 and "not a participant" in found[0]
+
+
 def test_export_writes_json_and_csv(clean_dir, tmp_path):
     out = tmp_path / "export"
     assert ledger_main(["export", "--data-dir", str(clean_dir), "--out", str(out)]) == 0
@@ -188,6 +253,11 @@ def test_export_writes_json_and_csv(clean_dir, tmp_path):
     assert len(rows) == 9 and rows[0]["participant"] == SLS1[0] and rows[0]["weight"] == "50"
     assert {r["node_id"] for r in csv.DictReader(open(out / "members.csv"))} >= set(SLS1)
     assert (out / "events.csv").exists() and (out / "findings.csv").exists()
+    receipts = list(csv.DictReader(open(out / "receipts.csv")))
+    assert [(r["round"], r["phase"], r["node"], r["frozen_count"]) for r in receipts] == [
+        ("1", "1", SLS1[0], "3"), ("1", "1", SLS1[1], "3"), ("1", "1", SLS2[0], "3"),
+        ("2", "1", SLS1[0], "2"), ("2", "1", SLS1[1], "2")]
+    assert receipts[2]["bits"] == "110" and receipts[2]["by"] == SN2
 
 
 def test_a_directory_without_a_ledger_is_an_error_naming_it(tmp_path, capsys):

@@ -11,6 +11,8 @@ import statistics
 
 import pytest
 
+from swarm.cli.ledger import main as ledger_main
+from swarm.ledger.audit import build_report, open_data_dir
 from swarm_testing import free_port, make_sites, run_sl_argv
 
 pytestmark = pytest.mark.slow  # real swarms for tens of seconds: -m "not slow" skips them
@@ -61,3 +63,14 @@ def test_honest_nodes_on_two_sns_finish_identical_despite_a_byzantine_fourth(
     for proc in honest:
         assert "deciding by vote" not in proc.output  # the receipts, not the vote
         assert len(MERGED.findall(proc.output)) >= 3, proc.output[-3000:]
+    # A participant voting against everything breaks no ledger rule. The joiner keeps no
+    # chain of its own (it uses the sentinel's), so: the sentinel's data directory read
+    # offline, and the live ledger read through the sentinel with the joiner's certificate.
+    with open_data_dir(sentinel.data_dir) as history:
+        report = build_report(history)
+    assert report.findings == [], [f.line() for f in report.findings]
+    frozen = [b for r in report.rounds for b in r.receipts if b["frozen_count"] is not None]
+    assert frozen, [r.receipts for r in report.rounds]
+    assert ledger_main(["verify", "--data-dir", str(sentinel.data_dir)]) == 0
+    assert ledger_main(["verify", "--sn", sentinel.target, "--sn-p2p-port", str(sentinel.p2p_port),
+                        *four_sites[1].tls_args("sn")]) == 0
