@@ -12,9 +12,10 @@ a site that has finished keeps contributing its final model (checkinModelOnTrain
 - fedrs:     its model, trained with the softmax restricted to the classes it has
              seen (FedRS, Li & Zhan, KDD 2021, alpha = 0)
 - scaled:    swarm.callback.adaptive_step.AdaptiveStep without momentum (peers x update)
-- unbounded: peers x update + momentum, without the length bound (the first default)
-- default:   AdaptiveStep as the callback uses it (peers x update + momentum, no longer
-             than peers x the node's own step)
+- unbounded: peers x update + momentum 0.8, without the length bound (the first default)
+- bounded0.8: the same, no longer than peers x the node's own step
+- default:   AdaptiveStep as the callback uses it (peers x update + momentum 0.5, no
+             longer than peers x the node's own step)
 
 and, for reference, one model trained on all the data for as many steps (central).
 `--iid` splits the same data at random instead (similar sites); `--nodes`, `--epochs`
@@ -36,7 +37,8 @@ from swarm.callback.adaptive_step import MOMENTUM, AdaptiveStep
 
 NODES, EPOCHS, SYNC, BATCH = 3, 6, 8, 32
 HEAD = ("2.weight", "2.bias")
-RULES = {"scaled": (0.0,), "unbounded": (MOMENTUM, False), "default": (MOMENTUM, True)}
+RULES = {"scaled": (0.0,), "unbounded": (0.8, False), "bounded0.8": (0.8, True),
+         "default": (MOMENTUM, True)}
 
 
 def data(iid: bool):
@@ -162,7 +164,7 @@ def main() -> None:
     parser.add_argument("--iid", action="store_true")
     parser.add_argument("--nodes", type=int, default=NODES)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--modes", default="plain,reset,fedrs,scaled,unbounded,default,central")
+    parser.add_argument("--modes", default="plain,reset,fedrs,scaled,unbounded,bounded0.8,default,central")
     args = parser.parse_args()
     NODES, EPOCHS = args.nodes, args.epochs
     torch.set_num_threads(1)
