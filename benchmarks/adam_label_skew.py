@@ -12,12 +12,16 @@ a site that has finished keeps contributing its final model (checkinModelOnTrain
 - fedrs:     its model, trained with the softmax restricted to the classes it has
              seen (FedRS, Li & Zhan, KDD 2021, alpha = 0)
 - scaled:    swarm.callback.adaptive_step.AdaptiveStep without momentum (peers x update)
-- default:   AdaptiveStep as the callback uses it (peers x update + momentum)
+- unbounded: peers x update + momentum 0.8, without the length bound (the first default)
+- bounded0.8: the same, no longer than peers x the node's own step
+- default:   AdaptiveStep as the callback uses it (peers x update + momentum 0.5, no
+             longer than peers x the node's own step)
 
 and, for reference, one model trained on all the data for as many steps (central).
-`--iid` splits the same data at random instead (similar sites).
+`--iid` splits the same data at random instead (similar sites); `--nodes`, `--epochs`
+change the number of sites and the training length; `--modes` picks the rows.
 
-    .venv/bin/python benchmarks/adam_label_skew.py [--seeds 4] [--iid]
+    .venv/bin/python benchmarks/adam_label_skew.py [--seeds 4] [--iid] [--nodes 3] [--epochs 6]
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from swarm.callback.adaptive_step import MOMENTUM, AdaptiveStep
 
 NODES, EPOCHS, SYNC, BATCH = 3, 6, 8, 32
 HEAD = ("2.weight", "2.bias")
+RULES = {"scaled": (0.0,), "unbounded": (0.8, False), "bounded0.8": (0.8, True),
+         "default": (MOMENTUM, True)}
 
 
 def data(iid: bool):
@@ -81,7 +87,7 @@ def swarm(mode: str, seed: int, sites, test) -> float:
     batches = [[idx for _ in range(EPOCHS) for idx in torch.randperm(len(y), generator=generator)
                 .split(BATCH)] for _, y in sites]
     seen = [set(y.tolist()) for _, y in sites]
-    steps = [AdaptiveStep(np.ones(start.size, dtype=bool), MOMENTUM if mode == "default" else 0.0)
+    steps = [AdaptiveStep(np.ones(start.size, dtype=bool), *RULES[mode]) if mode in RULES else None
              for _ in range(NODES)]
     head = {}  # element ranges of the output layer's rows, per class
     at = 0
@@ -94,7 +100,8 @@ def swarm(mode: str, seed: int, sites, test) -> float:
     merged, position, final = start, [0] * NODES, [None] * NODES
     round_no = 0
     for step in steps:
-        step.loaded(merged, round_no)
+        if step:
+            step.loaded(merged, round_no)
     while any(f is None for f in final):
         sent = []
         for i, model in enumerate(models):
@@ -117,7 +124,7 @@ def swarm(mode: str, seed: int, sites, test) -> float:
                 for (_, c), rows in head.items():
                     if c not in seen[i]:
                         update[rows] = merged[rows]
-            if mode in ("scaled", "default"):
+            if mode in RULES:
                 update = steps[i].outgoing(update, NODES)
             sent.append(update)
             if position[i] >= len(batches[i]):
@@ -125,7 +132,8 @@ def swarm(mode: str, seed: int, sites, test) -> float:
         merged = np.mean(sent, axis=0, dtype=np.float32)
         round_no += 1
         for i, model in enumerate(models):
-            steps[i].loaded(merged, round_no)
+            if steps[i]:
+                steps[i].loaded(merged, round_no)
             if final[i] is None:
                 load(model, merged)
     load(models[0], merged)
@@ -150,17 +158,22 @@ def central(seed: int, sites, test) -> float:
 
 
 def main() -> None:
+    global NODES, EPOCHS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--iid", action="store_true")
+    parser.add_argument("--nodes", type=int, default=NODES)
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--modes", default="plain,reset,fedrs,scaled,unbounded,bounded0.8,default,central")
     args = parser.parse_args()
+    NODES, EPOCHS = args.nodes, args.epochs
     torch.set_num_threads(1)
     sites, test = data(args.iid)
     split = "random (iid)" if args.iid else "by label"
     print(f"digits split {split} over {NODES} sites, Adam (defaults), sync every {SYNC} "
           f"batches, {EPOCHS} epochs; held-out accuracy over {args.seeds} seeds")
     print(f"{'what a node sends':<12} {'median':>7} {'min':>6} {'max':>6}")
-    for mode in ("plain", "reset", "fedrs", "scaled", "default", "central"):
+    for mode in args.modes.split(","):
         runs = [central(s, sites, test) if mode == "central" else swarm(mode, s, sites, test)
                 for s in range(args.seeds)]
         print(f"{mode:<12} {statistics.median(runs):7.3f} {min(runs):6.3f} {max(runs):6.3f}",

@@ -1,6 +1,7 @@
 """adamStepScaling: with an Adam-family optimizer a node sends its update scaled by the
 number of peers plus momentum on the merged model's steps (so the merge adds the peers'
-steps); with SGD, or with the keyword off, it sends its model as it is."""
+steps), never longer than the scaled update alone; with SGD, or with the keyword off, it
+sends its model as it is."""
 
 from __future__ import annotations
 
@@ -24,15 +25,35 @@ def test_update_is_scaled_by_the_peers_plus_momentum_on_trained_elements_only():
     step.loaded(first, 1)
     sent = step.outgoing(local, 3)
     assert np.allclose(sent, [0.5 + 3 * 0.5, 1.0 + 3 * 1.0, 3.0])  # buffer unchanged
-    second = np.array([0.75, 1.5, 0.0], dtype=np.float32)
+    # The merged model moved against this node's step: momentum shortens it, no bound.
+    second = np.array([0.25, 2.5, 0.0], dtype=np.float32)
+    local = np.array([0.75, 1.5, 3.0], dtype=np.float32)
     step.loaded(second, 2)
     sent = step.outgoing(local, 2)
     assert np.allclose(sent[:2], second[:2] + 2 * (local[:2] - second[:2])
                        + MOMENTUM * (second[:2] - first[:2]))
-    assert sent.dtype == np.float32
+    assert sent[2] == local[2] and sent.dtype == np.float32
     assert np.array_equal(step.outgoing(local, 1), local)  # alone: as if training locally
     step.loaded(first, 4)  # a round missed here: no step to carry on
     assert np.allclose(step.outgoing(local, 3), np.where(mask, first + 3 * (local - first), local))
+
+
+def test_momentum_turns_the_step_but_never_makes_it_longer_than_peers_times_the_update():
+    """Similar sites: the merged steps line up, and unbounded momentum made the merged
+    model move peers / (1 - momentum) node steps a round and diverge."""
+    step = AdaptiveStep(np.ones(2, dtype=bool))
+    first, second = np.zeros(2, np.float32), np.array([1.0, 1.0], np.float32)
+    step.loaded(first, 1)
+    step.loaded(second, 2)
+    local = second + np.array([0.5, 0.0], np.float32)
+    sent = step.outgoing(local, 4) - second
+    unbounded = 4 * (local - second) + MOMENTUM * (second - first)  # [2.8, 0.8]
+    assert np.isclose(np.linalg.norm(sent), 4 * 0.5)  # as long as 4 x the update
+    assert np.allclose(sent / np.linalg.norm(sent), unbounded / np.linalg.norm(unbounded))
+    free = AdaptiveStep(np.ones(2, dtype=bool), bounded=False)
+    free.loaded(first, 1)
+    free.loaded(second, 2)
+    assert np.allclose(free.outgoing(local, 4) - second, unbounded)
 
 
 def test_adam_family_names():
