@@ -69,21 +69,36 @@ def _scalar(field) -> st.SearchStrategy:
     return st.nothing()
 
 
+def _is_map(field) -> bool:
+    return field.type == FD.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
+
+
 def message(descriptor) -> st.SearchStrategy:
     """Messages of this type with any subset of their fields set to random values."""
     cls = GetMessageClass(descriptor)
     strategies = {}
     for field in descriptor.fields:
-        value = _scalar(field)
-        if field.is_repeated:
-            value = st.lists(value, max_size=6)
+        if _is_map(field):  # map<K, V>: a dict of random keys and values
+            entry = field.message_type.fields_by_name
+            value = st.dictionaries(_scalar(entry["key"]), _scalar(entry["value"]), max_size=6)
+        else:
+            value = _scalar(field)
+            if field.is_repeated:
+                value = st.lists(value, max_size=6)
         strategies[field.name] = value
 
     def build(values: dict):
         msg = cls()
         for name, value in values.items():
             field = descriptor.fields_by_name[name]
-            if field.is_repeated:
+            if _is_map(field):
+                target = getattr(msg, name)
+                for key, item in value.items():
+                    if field.message_type.fields_by_name["value"].type == FD.TYPE_MESSAGE:
+                        target[key].CopyFrom(item)
+                    else:
+                        target[key] = item
+            elif field.is_repeated:
                 target = getattr(msg, name)
                 if field.type == FD.TYPE_MESSAGE:
                     for item in value:
