@@ -56,7 +56,9 @@ IDEMPOTENT = frozenset({"GetStatus", "WaitRound", "Heartbeat", "CheckIn", "Commi
 RETRY_BUDGET_S = 120.0
 # An SN that accepts TCP connections yet fails every call refuses us (our certificate,
 # its trust store) or is shutting down: worth only a short retry, not the whole budget.
-LISTENING_GRACE_S = 1.5
+# 5 s, not less: a restarted SN listens before the channel's own reconnect (backoff up to
+# 1 s, later on a loaded host) reaches it, and until then calls still fail UNAVAILABLE.
+LISTENING_GRACE_S = 5.0
 BACKOFF_FIRST_S = 0.2
 BACKOFF_MAX_S = 2.0
 # The channel's own reconnect backoff (gRPC's default grows to 120 s): kept short so a
