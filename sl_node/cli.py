@@ -12,7 +12,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from swarm.cli.args import ip_address, node_tls, port
+from swarm.cli.args import add_metrics_args, ip_address, node_tls, port
 from swarm.daemon import detach
 from swarm.metrics_export import NodeMetrics
 from swarm.progress import ProgressLine
@@ -76,11 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a peer silent this long (plus transfer time) is dropped from a "
                           "round (default 5)")
     watch = p.add_argument_group("watching")
-    watch.add_argument("--metrics-port", type=port, metavar="PORT",
-                       help="serve Prometheus metrics on http://METRICS-IP:PORT/metrics "
-                            "(default: off)")
-    watch.add_argument("--metrics-ip", type=ip_address, default="127.0.0.1", metavar="IP",
-                       help="address the metrics endpoint listens on (default 127.0.0.1)")
+    add_metrics_args(watch)
     watch.add_argument("--progress", choices=["auto", "off"], default="auto",
                        help="a one-line progress display (round, who is missing, for how "
                             "long): in place on a terminal, a `progress:` line every 10 s "

@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from swarm.cli.args import ip_address, node_tls, port
+from swarm.cli.args import add_metrics_args, ip_address, node_tls, port
 from swarm.daemon import detach
 from swarm.metrics_export import NodeMetrics
 
@@ -76,11 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness-timeout", type=float, default=10.0, metavar="SECONDS",
                      help="an SL node silent this long is marked inactive (default 10)")
     watch = p.add_argument_group("watching")
-    watch.add_argument("--metrics-port", type=port, metavar="PORT",
-                       help="serve Prometheus metrics on http://METRICS-IP:PORT/metrics "
-                            "(default: off)")
-    watch.add_argument("--metrics-ip", type=ip_address, default="127.0.0.1", metavar="IP",
-                       help="address the metrics endpoint listens on (default 127.0.0.1)")
+    add_metrics_args(watch)
     watch.add_argument("--dashboard", action="store_true",
                        help="serve a live dashboard over HTTPS (this SN's certificate); open it "
                             "with a certificate from --capath or the URL with the token printed "

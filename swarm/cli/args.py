@@ -55,3 +55,12 @@ def node_tls(role: str, cert: str, key: str, capath: str):
                          f"({tls.identity.node_id}); this program needs an "
                          f"{role}-INDEX-cert.pem")
     return tls
+
+
+def add_metrics_args(group) -> None:
+    """run-sn's and run-sl's Prometheus flags (one definition for both programs)."""
+    group.add_argument("--metrics-port", type=port, metavar="PORT",
+                       help="serve Prometheus metrics on http://METRICS-IP:PORT/metrics "
+                            "(default: off)")
+    group.add_argument("--metrics-ip", type=ip_address, default="127.0.0.1", metavar="IP",
+                       help="address the metrics endpoint listens on (default 127.0.0.1)")
