@@ -44,24 +44,33 @@ class RoundInbox:
         self.round = round_number
         self._cv = threading.Condition()
         self.plan: RoundPlan | None = None
-        self.updates = _Store()   # sender -> memoryview of its blocks of my shard
-        self.merged = _Store()    # owner -> (memoryview of its merged range, its hashes)
+        self.updates = _Store()   # (shard, sender) -> memoryview of its blocks of that shard
+        self.merged = _Store()    # (shard, owner) -> (memoryview of its merged range, hashes)
         self.partials = _Store()  # (step, sender) -> np.ndarray of float64
         self.released = False
         self.unreachable: set[int] = set()  # peers our pushes could not reach: no waiting on them
-        # Where pushes land, allocated with the plan: row i holds sender i's values of
-        # my shard (the merge's input as is), and the merged ranges go straight to
-        # their place in the round's result. No copies after the network's.
-        self.update_rows: np.ndarray | None = None
+        # Where pushes land, allocated with the plan: row i of update_rows[s] holds
+        # sender i's values of my shard s (the merge's input as is), and the merged
+        # ranges of the shards' primary owners go straight to their place in the
+        # round's result. No copies after the network's. With replicated ownership,
+        # the range of a shard's rank-k owner lands in replica buffer k (k >= 1): r − 1
+        # more model sizes, until the majority's range is in the result.
+        self.update_rows: dict[int, np.ndarray] | None = None
         self.result: np.ndarray | None = None
+        self.replica_results: list[np.ndarray] = []
 
     def set_plan(self, plan: RoundPlan) -> None:
         with self._cv:
             if self.plan is None and not self.released:
-                lo, hi = plan.byte_range(plan.me)
                 wire = plan.layout.wire
-                self.update_rows = np.empty((plan.size, (hi - lo) // wire.itemsize), dtype=wire)
+                self.update_rows = {}
+                for shard, _ in plan.owned(plan.me):
+                    lo, hi = plan.byte_range(shard)
+                    self.update_rows[shard] = np.empty(
+                        (plan.size, (hi - lo) // wire.itemsize), dtype=wire)
                 self.result = np.empty(plan.layout.size, dtype=wire)
+                self.replica_results = [np.empty(plan.layout.size, dtype=wire)
+                                        for _ in range(plan.r - 1)]
             self.plan = plan
             self._cv.notify_all()
 
@@ -98,12 +107,16 @@ class RoundInbox:
             self.unreachable.add(peer)
             self._cv.notify_all()
 
-    def update_buffer(self, sender: int) -> memoryview:
-        return memoryview(self.update_rows[sender].view(np.uint8))
+    def update_buffer(self, sender: int, shard: int | None = None) -> memoryview:
+        """Where sender's values of my shard land (my primary shard if not named)."""
+        shard = self.plan.me if shard is None else shard
+        return memoryview(self.update_rows[shard][sender].view(np.uint8))
 
-    def merged_buffer(self, owner: int) -> memoryview:
-        lo, hi = self.plan.byte_range(owner)
-        return memoryview(self.result.view(np.uint8))[lo:hi]
+    def merged_buffer(self, shard: int, rank: int = 0) -> memoryview:
+        """Where the rank-`rank` owner's merged range of shard lands (rank 0: the result)."""
+        lo, hi = self.plan.byte_range(shard)
+        target = self.result if rank == 0 else self.replica_results[rank - 1]
+        return memoryview(target.view(np.uint8))[lo:hi]
 
     def wait_for(self, ready, deadline: float) -> bool:
         with self._cv:
@@ -115,12 +128,18 @@ class RoundInbox:
             self.update_rows = None
             self.updates.accepted.clear()
 
+    def drop_replicas(self) -> None:
+        """The majority's ranges are in the result: the replica buffers go."""
+        with self._cv:
+            self.replica_results = []
+
     def release(self) -> None:
         """The round is over here: its buffers go (the result lives on as the held
         model if the round merged); its plan stays to refuse late pushes."""
         with self._cv:
             self.released = True
             self.update_rows = self.result = None
+            self.replica_results = []
             self.updates.accepted.clear()
             self.merged.accepted.clear()
             self.partials.accepted.clear()

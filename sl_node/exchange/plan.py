@@ -1,5 +1,13 @@
 """A sealed round as this node runs it: who takes part, who owns which range, and
-how a round fails (typed, so the round driver decides on codes, not on text)."""
+how a round fails (typed, so the round driver decides on codes, not on text).
+
+Replicated ownership: with `replicas` r (the session's shardReplicas), shard s is
+merged by the r participants s, s+1, …, s+r−1 (mod N), its primary owner first. Every
+participant owns exactly r shards (balanced), and every node derives the same owners
+from the sealed participant order alone. r is capped at N: a round with fewer
+participants than r has every participant own every shard. r = 1 is the unreplicated
+exchange: participant i owns shard i, as before.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +37,11 @@ class RoundPlan:
     peers: tuple[Peer, ...]
     me: int
     layout: Layout
+    replicas: int = 1  # the session's shardReplicas; `r` is what this round uses
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError(f"shard replicas must be >= 1, got {self.replicas}")
 
     @property
     def size(self) -> int:
@@ -38,6 +51,31 @@ class RoundPlan:
     def shards(self) -> list[range]:
         """The block range each participant owns, in participant order."""
         return shard_ranges(self.layout.num_blocks, self.size)
+
+    @property
+    def r(self) -> int:
+        """Owners per shard this round: the session's replicas, at most every participant."""
+        return min(self.replicas, self.size)
+
+    def owners(self, shard: int) -> tuple[int, ...]:
+        """Who merges shard `shard`, primary first (rank k is the k-th of them)."""
+        return tuple((shard + k) % self.size for k in range(self.r))
+
+    def owned(self, owner: int) -> list[tuple[int, int]]:
+        """(shard, rank) of every shard `owner` merges, its primary shard (its own
+        index, rank 0) first."""
+        return [((owner - k) % self.size, k) for k in range(self.r)]
+
+    def rank(self, owner: int, shard: int) -> int | None:
+        """owner's rank among shard's owners, or None if it does not own it."""
+        k = (owner - shard) % self.size
+        return k if k < self.r else None
+
+    def shard_at(self, owner: int, first_block: int, num_blocks: int) -> list[int]:
+        """The shards of `owner` a header's block range names (several only for the
+        empty shards of a model with fewer blocks than participants)."""
+        return [s for s, _ in self.owned(owner)
+                if (self.shards[s].start, len(self.shards[s])) == (first_block, num_blocks)]
 
     @property
     def contributors(self) -> list[int]:
@@ -54,8 +92,9 @@ class RoundPlan:
                 return i
         return None
 
-    def byte_range(self, owner: int) -> tuple[int, int]:
-        return block_byte_range(self.shards[owner], self.layout.nbytes)
+    def byte_range(self, shard: int) -> tuple[int, int]:
+        """Shard `shard`'s bytes in the flat vector (shard i: participant i's primary)."""
+        return block_byte_range(self.shards[shard], self.layout.nbytes)
 
     def names(self, indices) -> str:
         return ", ".join(self.peers[i].node_id for i in indices)
@@ -70,6 +109,9 @@ class FailReason(enum.Enum):
     STALLED = "stalled"                   # participants sent no receipts: `blamed`
     INCOMPLETE = "incomplete"             # a merged range is missing (vote fallback)
     AGREEMENT_UNAVAILABLE = "agreement_unavailable"  # the SN froze no receipts in time
+    # Replicated ownership: a shard's owners sent no strict majority of identical merged
+    # ranges (more liars than the replicas outvote): nobody takes any of them.
+    NO_MAJORITY = "no_majority"
 
 
 class RoundFailed(Exception):

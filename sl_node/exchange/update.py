@@ -1,6 +1,7 @@
 """PushUpdate, both sides: a contributor sends each owner its range of its update
-(reduce-scatter); the owner checks it against the sealed round and lands it in
-place, in row `sender` of the round's update rows."""
+(reduce-scatter; with replicated ownership, every owner of every shard); the owner
+checks it against the sealed round and lands it in place, in row `sender` of that
+shard's update rows."""
 
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ METHOD = "PushUpdate"
 
 
 def push_update(link: Link, plan: RoundPlan, owner: int, data: memoryview,
-                hashes: list[bytes]) -> None:
-    """Sends owner its range of our update, with all our block hashes (PushFailed)."""
-    blocks = plan.shards[owner]
-    a, b = plan.byte_range(owner)
+                hashes: list[bytes], shard: int | None = None) -> None:
+    """Sends owner shard `shard` of our update (its primary shard if not named), with
+    all our block hashes (PushFailed)."""
+    shard = owner if shard is None else shard
+    blocks = plan.shards[shard]
+    a, b = plan.byte_range(shard)
     header = pb.ExchangeHeader(round=plan.round, layout_fingerprint=plan.layout.fingerprint,
                                first_block=blocks.start, num_blocks=len(blocks),
                                total_bytes=b - a, block_hashes=hashes)
@@ -35,8 +38,9 @@ def push_update(link: Link, plan: RoundPlan, owner: int, data: memoryview,
                               len(out.data))
 
 
-def verify_update_header(plan: RoundPlan, sender: int, header: pb.ExchangeHeader) -> None:
-    """Checks a PushUpdate header against the sealed round; WeightsError says what is off."""
+def verify_update_header(plan: RoundPlan, sender: int, header: pb.ExchangeHeader) -> list[int]:
+    """Checks a PushUpdate header against the sealed round; returns the shards of mine
+    it may be for (one, or several empty ones); WeightsError says what is off."""
     peer = plan.peers[sender]
     if peer.weight == 0:
         raise WeightsError(f"{peer.node_id} checked in without an update (weight 0)")
@@ -45,15 +49,18 @@ def verify_update_header(plan: RoundPlan, sender: int, header: pb.ExchangeHeader
                            f"(shapes or dtypes of its weights do not match)")
     # The digest the sender checked in on the ledger vouches for its hash list.
     verify_hash_list(plan.layout, list(header.block_hashes), peer.digest, peer.node_id)
-    mine = plan.shards[plan.me]
-    if (header.first_block, header.num_blocks) != (mine.start, len(mine)):
+    shards = plan.shard_at(plan.me, header.first_block, header.num_blocks)
+    if not shards:
+        owned = ", ".join(f"{plan.shards[s].start}..{plan.shards[s].stop}"
+                          for s, _ in plan.owned(plan.me))
         raise WeightsError(f"{peer.node_id} sent blocks {header.first_block}.."
                            f"{header.first_block + header.num_blocks}, this node owns "
-                           f"{mine.start}..{mine.stop}")
-    lo, hi = plan.byte_range(plan.me)
+                           f"{owned}")
+    lo, hi = plan.byte_range(shards[0])
     if header.total_bytes != hi - lo:
         raise WeightsError(f"{peer.node_id} announced {header.total_bytes} bytes for "
                            f"{hi - lo} bytes of blocks")
+    return shards
 
 
 def on_push_update(gate: Gate, request_iterator, context) -> pb.ExchangeAck:
@@ -63,18 +70,21 @@ def on_push_update(gate: Gate, request_iterator, context) -> pb.ExchangeAck:
     inbox, plan, sender = gate.sender(context, header.round, METHOD)
     who = plan.peers[sender].node_id
     store = inbox.updates
+    key = None
     try:
-        verify_update_header(plan, sender, header)
-        if not inbox.claim(store, sender):
+        shards = verify_update_header(plan, sender, header)
+        key = next(((s, sender) for s in shards if inbox.claim(store, (s, sender))), None)
+        if key is None:
             raise WeightsError(f"round {plan.round} is over here" if inbox.released else
                                f"{who} pushed a second update for round {plan.round}")
         data = gate.receive(request_iterator, header.total_bytes, who,
-                            inbox.update_buffer(sender))
+                            inbox.update_buffer(sender, key[0]))
         verify_blocks(data, header.first_block, list(header.block_hashes), who)
         check_finite(np.frombuffer(data, dtype=plan.layout.wire), who=f"update from {who}")
     except WeightsError as error:
         log.warning("round %d: refused the update of %s: %s", plan.round, who, error)
-        inbox.refuse(store, sender, str(error))
+        # Before its shard is known, a refusal counts against my primary shard.
+        inbox.refuse(store, key if key else (plan.me, sender), str(error))
         return pb.ExchangeAck(ok=False, error=str(error))
-    inbox.accept(store, sender, data)
+    inbox.accept(store, key, data)
     return pb.ExchangeAck(ok=True)
