@@ -233,6 +233,7 @@ class SwarmLearningNode:
         for mismatch in mismatches:
             log.warning("%s", mismatch.line())
         self.layout, self.session, self.merge = layout, session, merge
+        self.exchange.replicas = session.shard_replicas  # owners per shard, swarm-wide
         self.min_peers = session.min_peers
         self.driver = RoundDriver(self.sn, self.exchange, self.counter, self.node_id, layout,
                                   merge, self._done, self.outcomes,

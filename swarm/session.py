@@ -29,6 +29,8 @@ SCHEMA_VERSION = 1
 # checkinModelOnTrainEnd): its final local model, the last merged one, or no update.
 CHECKIN_MODES = ("snapshot", "active", "inactive")
 DEFAULT_MERGE_METHOD = "mean"
+# More owners per shard than this costs more than sending every node every update.
+MAX_SHARD_REPLICAS = 256
 
 
 class SessionFormatError(ValueError):
@@ -61,6 +63,11 @@ class Session:
     sync_frequency: int | None = None
     use_adaptive_sync: bool = False
     layout_fingerprint: str = ""   # hex; empty only in sessions recorded before layouts
+    # Owners per shard (replicated ownership; sl_node.exchange.plan): each shard is merged
+    # by this many participants and taken from a strict majority of identical ranges.
+    # Costs shard_replicas times the exchange's bytes; 1 (unreplicated) in sessions
+    # recorded before it.
+    shard_replicas: int = 1
     schema: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -69,6 +76,10 @@ class Session:
                                      f"{', '.join(MERGE_METHODS)}")
         if not isinstance(self.merge_params, Mapping):
             raise SessionFormatError(f"merge_params {self.merge_params!r} is not a mapping")
+        if (isinstance(self.shard_replicas, bool) or not isinstance(self.shard_replicas, int)
+                or not 1 <= self.shard_replicas <= MAX_SHARD_REPLICAS):
+            raise SessionFormatError(f"shardReplicas {self.shard_replicas!r} is not an integer "
+                                     f"from 1 to {MAX_SHARD_REPLICAS}")
         # Frozen all the way down: a copy nobody else holds.
         object.__setattr__(self, "merge_params", dict(self.merge_params))
 
@@ -81,7 +92,8 @@ class Session:
                           merge_params=params.get("merge_params") or {},
                           sync_frequency=params.get("sync_frequency"),
                           use_adaptive_sync=bool(params.get("use_adaptive_sync", False)),
-                          layout_fingerprint=layout_fingerprint)
+                          layout_fingerprint=layout_fingerprint,
+                          shard_replicas=params.get("shard_replicas", 1))
         except (TypeError, ValueError) as error:
             raise SessionFormatError(f"the sidecar's session settings are malformed: "
                                      f"{error}") from None
@@ -108,6 +120,7 @@ class Session:
                        sync_frequency=data.get("sync_frequency"),
                        use_adaptive_sync=bool(data.get("use_adaptive_sync", False)),
                        layout_fingerprint=data.get("layout_fingerprint") or "",
+                       shard_replicas=data.get("shard_replicas", 1),
                        schema=SCHEMA_VERSION)
         except (TypeError, ValueError) as error:
             raise SessionFormatError(f"the recorded session is malformed: {error}") from None
@@ -118,7 +131,8 @@ class Session:
                            "merge_params": self.merge_params,
                            "sync_frequency": self.sync_frequency,
                            "use_adaptive_sync": self.use_adaptive_sync,
-                           "layout_fingerprint": self.layout_fingerprint}, sort_keys=True)
+                           "layout_fingerprint": self.layout_fingerprint,
+                           "shard_replicas": self.shard_replicas}, sort_keys=True)
 
     def build_merge(self) -> MergeMethod:
         try:
@@ -131,6 +145,8 @@ class Session:
         out = []
         for name, attr, refused in (("mergeMethod", "merge_method", True),
                                     ("mergeParams", "merge_params", True),
+                                    # other owners per shard: another exchange altogether
+                                    ("shardReplicas", "shard_replicas", True),
                                     ("minPeers", "min_peers", False),
                                     ("syncFrequency", "sync_frequency", False),
                                     ("useAdaptiveSync", "use_adaptive_sync", False)):

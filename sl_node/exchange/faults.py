@@ -51,6 +51,9 @@ class Fault(enum.Enum):
     # (the first other participant), which then diverges and must heal from the ledger.
     EQUIVOCATE_MERGED = "equivocate_merged"
     FALSE_COMMIT = "false_commit"          # commit a made-up merged digest to the ledger
+    # A lying shard owner towards everyone: every merged range it pushes is scaled (finite,
+    # hashes recomputed: plausible); only replicated ownership (shardReplicas >= 3) outvotes it.
+    WRONG_PARTIAL = "wrong_partial"
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class FaultHook:
         if kind is Kind.MERGED and Fault.EQUIVOCATE_MERGED in f and message.to == _first_other(
                 message.plan):
             return [_other_merged_range(message)]
+        if kind is Kind.MERGED and Fault.WRONG_PARTIAL in f:
+            return [_other_merged_range(message, scale=1.5)]
         if kind is Kind.COMMIT and Fault.FALSE_COMMIT in f:
             made_up = hashlib.sha256(b"made up: " + bytes(message.data)).digest()
             return [message.replace(data=memoryview(made_up))]
@@ -136,11 +141,13 @@ def _veto(values: np.ndarray, plan: RoundPlan) -> np.ndarray:
     return vetoed
 
 
-def _other_merged_range(message: Outgoing) -> Outgoing:
-    """The merged range shifted by one (finite, and its hashes recomputed: the receiver
-    cannot tell it from the range everyone else gets)."""
+def _other_merged_range(message: Outgoing, scale: float = 1.0) -> Outgoing:
+    """The merged range scaled and shifted by one (finite, and its hashes recomputed: the
+    receiver cannot tell it from the range everyone else gets)."""
     plan = message.plan
     values = np.frombuffer(message.data, dtype=plan.layout.wire).astype(plan.layout.wire)
+    if scale != 1.0:
+        values *= np.asarray(scale, dtype=plan.layout.wire)
     values += np.ones(1, dtype=plan.layout.wire)
     data = memoryview(values.view(np.uint8))
     header = type(message.header)()

@@ -66,6 +66,47 @@ class _Round:
                                      np.asarray(values, dtype=np.float64), vote)
 
 
+def take_majority(plan: RoundPlan, inbox: RoundInbox,
+                  ranges: dict[tuple[int, int], list[bytes]]
+                  ) -> tuple[list[bytes], dict[str, str]]:
+    """Every shard's hashes, taken from a strict majority of its owners (identical
+    block hashes of verified data: identical bytes); the majority's range copied
+    into the result if its primary owner was outvoted. RoundFailed (NO_MAJORITY)
+    where a shard has none. Returns (all hashes, outvoted node id -> shards)."""
+    all_hashes: list[bytes] = []
+    outvoted: dict[str, list[int]] = {}
+    for shard in range(plan.size):
+        owners = plan.owners(shard)
+        if len(owners) == 1:
+            all_hashes += ranges[(shard, owners[0])]
+            continue
+        votes = {owner: hashlib.sha256(b"".join(ranges[(shard, owner)])).digest()
+                 for owner in owners}
+        counts = Counter(votes.values())
+        winner, count = counts.most_common(1)[0]
+        if 2 * count <= len(owners):
+            shares = ", ".join(f"{plan.peers[o].node_id}: {votes[o].hex()[:12]}"
+                               for o in owners)
+            raise RoundFailed(f"round {plan.round}: the {len(owners)} owners of shard "
+                              f"{shard} sent no strict majority of identical merged "
+                              f"ranges ({shares})", FailReason.NO_MAJORITY)
+            # Nobody blamed: without a majority, nobody can tell the liars from the honest.
+        chosen = next(k for k, o in enumerate(owners) if votes[o] == winner)
+        if chosen:  # the primary owner's range lost: the majority's replaces it
+            inbox.merged_buffer(shard)[:] = inbox.merged_buffer(shard, chosen)
+        for owner in owners:
+            if votes[owner] != winner:
+                outvoted.setdefault(plan.peers[owner].node_id, []).append(shard)
+        all_hashes += ranges[(shard, owners[chosen])]
+    inbox.drop_replicas()
+    for node_id, shards in outvoted.items():
+        log.warning("round %d: %s was outvoted by the other owners of shard(s) %s: "
+                    "its merged ranges were not taken", plan.round, node_id,
+                    ", ".join(map(str, shards)))
+    return all_hashes, {node_id: f"outvoted on shard(s) {', '.join(map(str, shards))}"
+                        for node_id, shards in outvoted.items()}
+
+
 def _replay(totals: list[np.ndarray], round_number: int):
     """An all-reduce that answers with the primary merge's sums, in order."""
     replay = iter(totals)
@@ -240,53 +281,13 @@ class Exchange:
         # (unreplicated), or the strict majority of its owners' identical ranges.
         ranges = {key: value[1] for key, value in store.accepted.items()}
         ranges.update({(shard, plan.me): my_hashes[shard] for shard, _ in owned})
-        all_hashes, outvoted = self._majority(plan, inbox, ranges)
+        all_hashes, outvoted = take_majority(plan, inbox, ranges)
         digest = digest_from_hashes(plan.layout.fingerprint, all_hashes)
         log.debug("round %d exchange phases: %s", plan.round,
                   ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in phases.items()))
         if dropped:
             log.warning("round %d merged without %s", plan.round, ", ".join(dropped))
         return ExchangeResult(inbox.result, digest, all_hashes, dropped, phases, outvoted)
-
-    @staticmethod
-    def _majority(plan: RoundPlan, inbox: RoundInbox, ranges: dict[tuple[int, int], list[bytes]]
-                  ) -> tuple[list[bytes], dict[str, str]]:
-        """Every shard's hashes, taken from a strict majority of its owners (identical
-        block hashes of verified data: identical bytes); the majority's range copied
-        into the result if its primary owner was outvoted. RoundFailed (NO_MAJORITY)
-        where a shard has none. Returns (all hashes, outvoted node id -> shards)."""
-        all_hashes: list[bytes] = []
-        outvoted: dict[str, list[int]] = {}
-        for shard in range(plan.size):
-            owners = plan.owners(shard)
-            if len(owners) == 1:
-                all_hashes += ranges[(shard, owners[0])]
-                continue
-            votes = {owner: hashlib.sha256(b"".join(ranges[(shard, owner)])).digest()
-                     for owner in owners}
-            counts = Counter(votes.values())
-            winner, count = counts.most_common(1)[0]
-            if 2 * count <= len(owners):
-                shares = ", ".join(f"{plan.peers[o].node_id}: {votes[o].hex()[:12]}"
-                                   for o in owners)
-                raise RoundFailed(f"round {plan.round}: the {len(owners)} owners of shard "
-                                  f"{shard} sent no strict majority of identical merged "
-                                  f"ranges ({shares})", FailReason.NO_MAJORITY,
-                                  tuple(plan.peers[o].node_id for o in owners))
-            chosen = next(k for k, o in enumerate(owners) if votes[o] == winner)
-            if chosen:  # the primary owner's range lost: the majority's replaces it
-                inbox.merged_buffer(shard)[:] = inbox.merged_buffer(shard, chosen)
-            for owner in owners:
-                if votes[owner] != winner:
-                    outvoted.setdefault(plan.peers[owner].node_id, []).append(shard)
-            all_hashes += ranges[(shard, owners[chosen])]
-        inbox.drop_replicas()
-        for node_id, shards in outvoted.items():
-            log.warning("round %d: %s was outvoted by the other owners of shard(s) %s: "
-                        "its merged ranges were not taken", plan.round, node_id,
-                        ", ".join(map(str, shards)))
-        return all_hashes, {node_id: f"outvoted on shard(s) {', '.join(map(str, shards))}"
-                            for node_id, shards in outvoted.items()}
 
     @staticmethod
     def _partials_ok(plan: RoundPlan, inbox: RoundInbox, steps: int) -> list[bool]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from swarm.merging import MERGE_METHODS, get_merge
-from swarm.session import CHECKIN_MODES
+from swarm.session import CHECKIN_MODES, MAX_SHARD_REPLICAS
 
 ML_PLATFORMS = ("TF", "KERAS", "PYTORCH")
 MAX_NODE_WEIGHTAGE = 100
@@ -38,6 +38,7 @@ CAMEL_CASE = {
     "valBatchSize": "val_batch_size",
     # Ours, not the established product's (README, "Defaults").
     "adamStepScaling": "adam_step_scaling",
+    "shardReplicas": "shard_replicas",
 }
 SNAKE_TO_CAMEL = {snake: camel for camel, snake in CAMEL_CASE.items()}
 
@@ -83,6 +84,10 @@ class SwarmParams:
     # With an Adam-family optimizer, send the update scaled so that the merge adds the
     # peers' steps, with momentum (swarm.callback.adaptive_step; README, "Defaults").
     adam_step_scaling: bool = True
+    # Owners per shard: each merged range comes from a strict majority of this many
+    # owners, so a lying owner is outvoted from 3 on; costs this many times the bytes of
+    # the exchange (README, "What the design defends against").
+    shard_replicas: int = 1
 
     def to_config_json(self) -> str:
         """The parameters the SL node and the ledger may record, as sorted snake_case JSON."""
@@ -166,6 +171,12 @@ def _parse(kwargs: dict[str, Any], *, val_data_optional: bool) -> SwarmParams:
         if 0 < out["max_peers"] < out["min_peers"]:
             raise ValueError(f"{name('max_peers')} {out['max_peers']} is not 0 (no limit) or "
                              f"an integer >= {name('min_peers')} ({out['min_peers']})")
+    if values.get("shard_replicas") is not None:
+        # At most the participants a round can have; a round with fewer participants
+        # than this has every participant own every shard.
+        most = out.get("max_peers") or MAX_SHARD_REPLICAS
+        out["shard_replicas"] = _int(name("shard_replicas"), values["shard_replicas"], 1,
+                                     min(most, MAX_SHARD_REPLICAS))
     if values.get("ml_platform") is not None:
         value = values["ml_platform"]
         out["ml_platform"] = _choice(name("ml_platform"),

@@ -68,6 +68,7 @@ def main() -> int:
                                  syncFrequency=int(os.environ.get("SYNC_FREQUENCY", "4")),
                                  minPeers=int(os.environ["MIN_PEERS"]),
                                  mergeMethod=os.environ.get("MERGE_METHOD", "mean"),
+                                 shardReplicas=int(os.environ.get("SHARD_REPLICAS", "1")),
                                  nodeWeightage=int(os.environ.get("NODE_WEIGHTAGE", "50")),
                                  checkinModelOnTrainEnd=os.environ.get("CHECKIN_ON_END", "snapshot"))
         callback.on_train_begin()
