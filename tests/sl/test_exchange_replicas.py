@@ -5,12 +5,14 @@ its lie; with three owners per shard they outvote it and end with the true merge
 
 from __future__ import annotations
 
-import hashlib
+import json
 
 import numpy as np
 import pytest
 
+from swarm.callback import parse_params
 from swarm.merging import get_merge
+from swarm.session import Session, SessionFormatError
 from swarm.tensors import Layout, block_hashes, weights_digest
 
 from sl_node.exchange import FailReason, Fault, Inboxes, Peer, RoundFailed, RoundPlan
@@ -28,6 +30,28 @@ def _peers(n: int) -> tuple[Peer, ...]:
 
 def _layout(elements: int = ELEMENTS) -> Layout:
     return Layout.from_weights({"w": np.zeros(elements, np.float32)})
+
+
+# --- the parameter and the session ----------------------------------------------------
+
+def test_shard_replicas_is_a_validated_callback_parameter_recorded_in_the_session():
+    params = parse_params(syncFrequency=2, minPeers=3, shardReplicas=3)
+    assert params.shard_replicas == 3 and parse_params(syncFrequency=2, minPeers=3).shard_replicas == 1
+    for bad in (0, -1, True, 2.0, "3"):
+        with pytest.raises(ValueError, match="shardReplicas"):
+            parse_params(syncFrequency=2, minPeers=3, shardReplicas=bad)
+    with pytest.raises(ValueError, match="shardReplicas 5 is not an integer from 1 to 4"):
+        parse_params(syncFrequency=2, minPeers=3, maxPeers=4, shardReplicas=5)
+    # The Hello's config JSON carries it into the session the ledger records.
+    asked = Session.from_hello(json.loads(params.to_config_json()), "ab" * 32)
+    recorded = Session.from_json(asked.to_json(), 3)
+    assert recorded.shard_replicas == 3
+    assert Session.from_json(json.dumps({"merge_method": "mean"}), 3).shard_replicas == 1
+    with pytest.raises(SessionFormatError, match="shardReplicas"):
+        Session.from_json(json.dumps({"shard_replicas": 0}), 3)
+    # Other owners per shard is another exchange: a node asking for it cannot join.
+    [mismatch] = recorded.mismatches(Session(min_peers=3, layout_fingerprint="ab" * 32))
+    assert mismatch.name == "shardReplicas" and mismatch.refused
 
 
 # --- the plan -------------------------------------------------------------------------
