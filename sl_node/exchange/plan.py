@@ -12,6 +12,7 @@ exchange: participant i owns shard i, as before.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 from swarm.tensors import Layout, block_byte_range, shard_ranges
@@ -47,9 +48,9 @@ class RoundPlan:
     def size(self) -> int:
         return len(self.peers)
 
-    @property
+    @functools.cached_property  # asked for per push and per shard: computed once
     def shards(self) -> list[range]:
-        """The block range each participant owns, in participant order."""
+        """Shard i's block range (participant i is its primary owner), in participant order."""
         return shard_ranges(self.layout.num_blocks, self.size)
 
     @property
