@@ -85,12 +85,12 @@ def take_majority(plan: RoundPlan, inbox: RoundInbox,
         counts = Counter(votes.values())
         winner, count = counts.most_common(1)[0]
         if 2 * count <= len(owners):
+            # Nobody blamed: without a majority, nobody can tell the liars from the honest.
             shares = ", ".join(f"{plan.peers[o].node_id}: {votes[o].hex()[:12]}"
                                for o in owners)
             raise RoundFailed(f"round {plan.round}: the {len(owners)} owners of shard "
                               f"{shard} sent no strict majority of identical merged "
                               f"ranges ({shares})", FailReason.NO_MAJORITY)
-            # Nobody blamed: without a majority, nobody can tell the liars from the honest.
         chosen = next(k for k, o in enumerate(owners) if votes[o] == winner)
         if chosen:  # the primary owner's range lost: the majority's replaces it
             inbox.merged_buffer(shard)[:] = inbox.merged_buffer(shard, chosen)

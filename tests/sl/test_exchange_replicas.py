@@ -36,7 +36,8 @@ def _layout(elements: int = ELEMENTS) -> Layout:
 
 def test_shard_replicas_is_a_validated_callback_parameter_recorded_in_the_session():
     params = parse_params(syncFrequency=2, minPeers=3, shardReplicas=3)
-    assert params.shard_replicas == 3 and parse_params(syncFrequency=2, minPeers=3).shard_replicas == 1
+    assert params.shard_replicas == 3
+    assert parse_params(syncFrequency=2, minPeers=3).shard_replicas == 1
     for bad in (0, -1, True, 2.0, "3"):
         with pytest.raises(ValueError, match="shardReplicas"):
             parse_params(syncFrequency=2, minPeers=3, shardReplicas=bad)
@@ -85,7 +86,8 @@ def test_replicas_below_one_are_refused():
 # --- the majority, with a fake round's buffers ---------------------------------------
 
 def _gathered(plan: RoundPlan, ranges_by_owner: dict[int, np.ndarray]):
-    """An inbox whose merged buffers hold shard 0's range from each of its owners."""
+    """An inbox whose merged buffers hold every shard's range from each of its owners
+    (the truth, or what ranges_by_owner says that owner sent), with their hashes."""
     inbox = Inboxes().begin(plan.round)
     inbox.set_plan(plan)
     inbox.result[:] = 0
