@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from swarm_testing import SN, NodeProcess, Site, free_port, make_sites, run_sl_argv, run_sn_argv, READY
+from swarm_testing import (REPO, SN, NodeProcess, Site, free_port, make_sites, run_sl_argv,
+                           run_sn_argv, READY)
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +79,109 @@ def start_sl(processes, tmp_path):
         return proc, data_dir
 
     return start
+
+
+# ---- anvil ---------------------------------------------------------------------------
+# `.bin/anvil` is a Node wrapper that spawns the real binary: killing the wrapper alone
+# (SIGKILL is not forwarded) left the binary running after the suite. So anvil runs in
+# its own process group, stopped as a group, and every group is checked empty.
+
+ANVIL_START_TIMEOUT_S = 30.0
+_anvil_groups: list[int] = []  # every anvil process group this session started
+
+
+def anvil_binary() -> str | None:
+    local = REPO / ".tools" / "node_modules" / ".bin" / "anvil"
+    return str(local) if local.exists() else shutil.which("anvil")
+
+
+def process_group(pgid: int) -> list[int]:
+    """The live (not zombie) processes of group `pgid`, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:  # state, ppid, pgrp
+            members.append(int(entry.name))
+    return members
+
+
+def _stop_group(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """SIGTERM to the whole group, SIGKILL past the timeout; fails if any member survives."""
+    pgid = proc.pid
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        deadline = time.monotonic() + timeout_s / 2
+        while time.monotonic() < deadline:
+            proc.poll()  # reaps the wrapper (our child) so it does not linger as a zombie
+            if not process_group(pgid):
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"anvil process group {pgid} survives SIGKILL: {process_group(pgid)}")
+
+
+@dataclass(frozen=True)
+class Anvil:
+    url: str
+    pgid: int  # its process group: the wrapper and the binary it spawns
+
+    def processes(self) -> list[int]:
+        """The group's live processes (none once run_anvil has exited)."""
+        return process_group(self.pgid)
+
+
+@contextlib.contextmanager
+def run_anvil() -> Iterator[Anvil]:
+    """A fresh anvil on a free port, stopped (as a process group) on exit; skips the
+    test when anvil is not installed."""
+    binary = anvil_binary()
+    if binary is None:
+        pytest.skip("anvil binary not found (.tools/node_modules/.bin/anvil or PATH); run `make tools`")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--silent"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    _anvil_groups.append(proc.pid)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ANVIL_START_TIMEOUT_S
+        request = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}).encode()
+        while True:
+            try:
+                urllib.request.urlopen(urllib.request.Request(
+                    url, request, {"Content-Type": "application/json"}), timeout=2).read()
+                break
+            except OSError:
+                assert proc.poll() is None, f"anvil exited: {proc.stderr.read().decode(errors='replace')}"
+                assert time.monotonic() < deadline, "anvil did not start"
+                time.sleep(0.05)
+        yield Anvil(url, proc.pid)
+    finally:
+        _stop_group(proc)
+        proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def anvil_url() -> Iterator[str]:
+    """One anvil shared by a test module (tests deploy their own contracts on it)."""
+    with run_anvil() as anvil:
+        yield anvil.url
+
+
+@pytest.fixture
+def start_anvil():
+    """run_anvil itself, for a test that checks what stopping anvil leaves behind."""
+    return run_anvil
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_anvil_left() -> Iterator[None]:
+    """Fails the session if any anvil it started still runs at its end."""
+    yield
+    left = {pgid: members for pgid in _anvil_groups if (members := process_group(pgid))}
+    assert not left, f"anvil processes outlived their fixtures (group: pids): {left}"
