@@ -81,6 +81,45 @@ def start_sl(processes, tmp_path):
     return start
 
 
+# ---- a four-node swarm with one Byzantine participant --------------------------------
+# (tests/sl/test_byzantine_swarm.py on one SN, test_byzantine_two_sn.py on two)
+
+BYZANTINE_SIDECAR = "tests/sl/digits_numpy_sidecar.py"
+
+
+@pytest.fixture(scope="session")
+def four_sites(tmp_path_factory) -> list[Site]:
+    return make_sites(tmp_path_factory.mktemp("four"),
+                      [("alpha", 1), ("beta", 2), ("gamma", 3), ("delta", 4)])
+
+
+@pytest.fixture
+def byzantine_swarm(four_sites, processes, tmp_path):
+    """run(sns, fault) starts four SL nodes (node i on sns[i % len(sns)]), the fourth
+    (delta) with SWARM_FAULTS=fault; waits for the three honest ones, checks they exited
+    0 with identical weights and that the fourth misbehaved; -> (honest, byzantine)."""
+
+    def run(sns: list[SN], fault: str) -> tuple[list[NodeProcess], NodeProcess]:
+        nodes = []
+        for index, site in enumerate(four_sites):
+            env = {"NODE_INDEX": str(index), "NUM_NODES": "4", "MAX_EPOCHS": "6",
+                   "MIN_PEERS": "3", "SYNC_FREQUENCY": "2",
+                   "MODEL_DIR": str(tmp_path / f"model-{index}")}
+            argv = run_sl_argv(site, sns[index % len(sns)], tmp_path / f"sl-{index}",
+                               free_port(), BYZANTINE_SIDECAR, env, "--peer-timeout", "2")
+            nodes.append(processes(argv, env={"SWARM_FAULTS": fault} if index == 3 else None))
+        honest, byzantine = nodes[:3], nodes[3]
+        for proc in honest:
+            assert proc.wait_exit(400) == 0, proc.output[-3000:]
+        results = [json.loads((tmp_path / f"model-{i}" / "result.json").read_text())
+                   for i in range(3)]
+        assert len({r["weights_sha256"] for r in results}) == 1, results
+        assert "EXPERIMENT: this node misbehaves on purpose" in byzantine.output
+        return honest, byzantine
+
+    return run
+
+
 # ---- anvil ---------------------------------------------------------------------------
 # `.bin/anvil` is a Node wrapper that spawns the real binary: killing the wrapper alone
 # (SIGKILL is not forwarded) left the binary running after the suite. So anvil runs in
