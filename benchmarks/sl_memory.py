@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -32,14 +29,14 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-from sn_control_plane import SN, Workspace, free_port  # noqa: E402
-
+from swarm.lab.launch import LocalSwarm  # noqa: E402
 from swarm.merging import MERGE_METHODS  # noqa: E402
 
 # Held between rounds whatever the merge: the update (in the region shared with the
 # sidecar) and the latest merged model.
 HELD_BETWEEN_ROUNDS = 2
 ROUND_EXTRA_BOUND = 3.0
+RUN_TIMEOUT_S = 1800.0
 
 
 def _kib(pid: int, field: str) -> int:
@@ -60,60 +57,52 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-class Watch:
-    """Samples a run-sl process and its sidecar child: peak RSS, and RSS once registered."""
+class Memory:
+    """Samples a LocalSwarm's run-sl processes and their sidecar children: per node the
+    peak RSS (VmHWM, a high-water mark, so sampling every 0.1 s misses nothing but the
+    last moments), the sidecar's peak, and the RSS once registered (before any model).
+    Pass `on_line` to the LocalSwarm and `tick` to its wait()."""
 
-    def __init__(self, proc: subprocess.Popen):
-        self.proc = proc
-        self.peak = self.sidecar_peak = self.idle = 0
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._sample, daemon=True).start()
+    def __init__(self, swarm: LocalSwarm | None = None):
+        self.swarm = swarm
+        self.peak: dict[int, int] = {}
+        self.sidecar_peak: dict[int, int] = {}
+        self.idle: dict[int, int] = {}
 
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if not self.idle and "registered as" in line:
-                self.idle = _kib(self.proc.pid, "VmRSS")
+    def on_line(self, name: str, line: str) -> None:
+        # name "sl-I" (I from 1); the reader thread may run before swarm.sls is set
+        if name.startswith("sl-") and "registered as" in line and self.swarm is not None:
+            i = int(name[3:]) - 1
+            if i < len(self.swarm.sls) and i not in self.idle:
+                self.idle[i] = _kib(self.swarm.sls[i].proc.pid, "VmRSS")
 
-    def _sample(self) -> None:
-        while self.proc.poll() is None:
-            self.peak = max(self.peak, _kib(self.proc.pid, "VmHWM"))
-            for child in _children(self.proc.pid):
-                self.sidecar_peak = max(self.sidecar_peak, _kib(child, "VmHWM"))
-            time.sleep(0.05)
+    def tick(self) -> None:
+        for i, sl in enumerate(self.swarm.sls):
+            if sl.poll() is not None:
+                continue
+            self.peak[i] = max(self.peak.get(i, 0), _kib(sl.proc.pid, "VmHWM"))
+            for child in _children(sl.proc.pid):
+                self.sidecar_peak[i] = max(self.sidecar_peak.get(i, 0), _kib(child, "VmHWM"))
 
 
-def run(ws: Workspace, tmp: Path, nodes: int, model_bytes: int, rounds: int,
-        method: str) -> list[Watch]:
-    sentinel = SN(ws, 1, tmp / f"sn-{nodes}-{method}", "--sentinel", "--round-grace", "5",
-                  "--liveness-timeout", "60")
-    watches = []
-    try:
-        for i in range(nodes):
-            argv = [sys.executable, "-m", "sl_node.cli", *ws.tls_args("sl", i + 1),
-                    "--host-ip", "127.0.0.1", "--sn-ip", "127.0.0.1",
-                    "--sn-api-port", str(sentinel.api_port), "--sl-fs-port", str(free_port()),
-                    "--data-dir", str(tmp / f"sl-{nodes}-{method}-{i}"),
-                    "--peer-timeout", "30", "--ml-entrypoint", sys.executable,
-                    "--ml-cmd", f"{__file__} --sidecar"]
-            for key, value in {"NODE_INDEX": i, "MIN_PEERS": nodes, "ROUNDS": rounds,
-                               "MODEL_BYTES": model_bytes, "MERGE_METHOD": method,
-                               "MODEL_DIR": tmp / f"model-{nodes}-{method}-{i}"}.items():
-                argv += ["--ml-e", f"{key}={value}"]
-            proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            watches.append(Watch(proc))
-        for watch in watches:
-            if watch.proc.wait(1800) != 0:
-                raise RuntimeError("an SL node failed:\n" + "".join(watch.lines[-30:]))
-    finally:
-        for watch in watches:
-            if watch.proc.poll() is None:
-                watch.proc.kill()
-        sentinel.stop()
-    return watches
+def run(certs: Path, tmp: Path, nodes: int, model_bytes: int, rounds: int,
+        method: str) -> Memory:
+    memory = Memory()
+    swarm = LocalSwarm(tmp / f"{nodes}-{method}", nodes, [sys.executable, __file__, "--sidecar"],
+                       env={"MIN_PEERS": nodes, "ROUNDS": rounds, "MODEL_BYTES": model_bytes,
+                            "MERGE_METHOD": method},
+                       certs=certs, sn_args=["--round-grace", "5", "--liveness-timeout", "60"],
+                       sl_args=["--peer-timeout", "30"], on_line=memory.on_line)
+    memory.swarm = swarm
+    with swarm:
+        try:
+            codes = swarm.wait(RUN_TIMEOUT_S, tick=memory.tick)
+        except TimeoutError as error:
+            raise RuntimeError(f"{error}; an SL node's last lines:\n{swarm.tail(0, 10)}") from None
+        failed = [i for i, code in enumerate(codes) if code != 0]
+        if failed:
+            raise RuntimeError("an SL node failed:\n" + swarm.tail(failed[0], 30))
+    return memory
 
 
 def sidecar() -> int:
@@ -158,19 +147,19 @@ def main() -> int:
                    "sidecar peak"):
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
-        ws = Workspace(Path(tmp) / "ws", max(args.nodes))
+        certs = Path(tmp) / "workspace"  # one gen-cert site per node, made once for every run
         for nodes in args.nodes:
             for method in args.methods:
                 try:
-                    watches = run(ws, Path(tmp), nodes, model_bytes, args.rounds, method)
+                    memory = run(certs, Path(tmp), nodes, model_bytes, args.rounds, method)
                 except RuntimeError as error:  # one failed run costs its row, not the table
                     print(f"N={nodes} {method}: {error}", file=sys.stderr, flush=True)
                     table.add_row(str(nodes), method, "failed", *[""] * 4)
                     continue
-                peak = max(w.peak for w in watches)
-                idle = max(w.idle for w in watches)
-                growth = max(w.peak - w.idle for w in watches)
-                side = max(w.sidecar_peak for w in watches)
+                peak = max(memory.peak.values())
+                idle = max(memory.idle.values())
+                growth = max(memory.peak[i] - memory.idle.get(i, 0) for i in memory.peak)
+                side = max(memory.sidecar_peak.values())
                 extra = growth / model_bytes - HELD_BETWEEN_ROUNDS
                 table.add_row(str(nodes), method, f"{peak / model_bytes:.1f}×",
                               f"{idle / model_bytes:.1f}×", f"{growth / model_bytes:.1f}×",

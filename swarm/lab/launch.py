@@ -311,7 +311,11 @@ class LocalSwarm:
     `env` goes to every sidecar, `node_env(i)` to node i's (NODE_INDEX i, from 0).
     `port_base`: the SN's p2p port, its API port and one port per SL node following it
     (0: free ports). `scripts`: the console scripts (run-sn, run-sl) where installed.
-    `new_session`: every process in its own session (see NodeProcess)."""
+    `new_session`: every process in its own session (see NodeProcess). `node_args(i)`:
+    more run-sl flags for node i (after `sl_args`, so they win, e.g. its --host-ip);
+    `wrap(i, argv)`: node i's run-sl command line as run (e.g. inside a network
+    namespace, benchmarks/simulated_hosts.py). `sites`: node i's certificates are
+    sites[i] (made already, e.g. all under one CA) instead of gen-cert's under `certs`."""
 
     def __init__(self, root: Path, nodes: int, sidecar: Sequence[str], *,
                  env: Mapping[str, object] | None = None,
@@ -321,7 +325,10 @@ class LocalSwarm:
                  on_line: Callable[[str, str], None] | None = None,
                  ready_timeout_s: float = SENTINEL_READY_TIMEOUT_S,
                  entrypoint: str | None = None, port_base: int = 0, scripts: bool = False,
-                 new_session: bool = False):
+                 new_session: bool = False,
+                 node_args: Callable[[int], Sequence[str]] | None = None,
+                 wrap: Callable[[int, list[str]], list[str]] | None = None,
+                 sites: Sequence[Site] | None = None):
         if nodes < 1:
             raise ValueError(f"a swarm needs at least 1 node, not {nodes}")
         if not sidecar:
@@ -338,8 +345,12 @@ class LocalSwarm:
         self.ready_timeout_s = ready_timeout_s
         self.entrypoint = entrypoint
         self.port_base, self.scripts, self.new_session = port_base, scripts, new_session
-        self.sites = [Site(f"site-{i}", i, self.certs / f"site-{i}" / "cert")
-                      for i in range(1, nodes + 1)]
+        self.node_args, self.wrap = node_args, wrap
+        self.given_sites = list(sites)[:nodes] if sites is not None else None
+        if self.given_sites is not None and len(self.given_sites) < nodes:
+            raise ValueError(f"{nodes} nodes need {nodes} sites, not {len(self.given_sites)}")
+        self.sites = self.given_sites or [Site(f"site-{i}", i, self.certs / f"site-{i}" / "cert")
+                                          for i in range(1, nodes + 1)]
         self.ports: list[int] = []  # SN p2p, SN API, then one per SL node
         self.sn: NodeProcess | None = None
         self.sls: list[NodeProcess] = []
@@ -385,20 +396,22 @@ class LocalSwarm:
         for i in range(self.nodes):
             env = {"NODE_INDEX": i, "NUM_NODES": self.nodes, "MODEL_DIR": self.model_dir(i),
                    **self.env, **(self.node_env(i) if self.node_env else {})}
-            extra = [*self.sl_args]
+            extra = [*self.sl_args, *(self.node_args(i) if self.node_args else ())]
             if self.sidecar_dir is not None:
                 extra += ["--ml-w", str(self.sidecar_dir)]
             entrypoint, cmd = ((self.entrypoint, self.sidecar) if self.entrypoint is not None
                                else (self.sidecar[0], self.sidecar[1:]))
-            sls.append(run_sl_argv(self.sites[i], self.sn_api_port, self.data_dir(i),
-                                   self.ports[2 + i], shlex.join(cmd),
-                                   {k: str(v) for k, v in env.items()}, *extra,
-                                   ml_entrypoint=entrypoint, scripts=self.scripts))
+            argv = run_sl_argv(self.sites[i], self.sn_api_port, self.data_dir(i),
+                               self.ports[2 + i], shlex.join(cmd),
+                               {k: str(v) for k, v in env.items()}, *extra,
+                               ml_entrypoint=entrypoint, scripts=self.scripts)
+            sls.append(self.wrap(i, argv) if self.wrap else argv)
         return [sn, *sls]
 
     def start(self) -> LocalSwarm:
         self.started = time.monotonic()
-        self.sites = make_workspace(self.certs, self.nodes)
+        if self.given_sites is None:
+            self.sites = make_workspace(self.certs, self.nodes)
         for stale in ["sn-1", *(f"sl-{i}" for i in range(1, self.nodes + 1))]:
             shutil.rmtree(self.root / stale, ignore_errors=True)  # a fresh ledger every run
         self.logs.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,8 @@
 """The same client flow against a real anvil process (the --ledger-url path)."""
 from __future__ import annotations
 
-import shutil
 import socket
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,39 +22,15 @@ from swarm.ledger.client import fund
 
 from .conftest import SENTINEL, SLS1, SLS2, SN2, build_swarm, digest, fp
 
-REPO = Path(__file__).resolve().parents[2]
+# anvil_url: tests/conftest.py's module-scoped anvil (its own process group, stopped as one).
 
 
-def _anvil_binary() -> str | None:
-    local = REPO / ".tools" / "node_modules" / ".bin" / "anvil"
-    return str(local) if local.exists() else shutil.which("anvil")
-
-
-@pytest.fixture(scope="module")
-def anvil_url():
-    binary = _anvil_binary()
-    if binary is None:
-        pytest.skip("anvil binary not found (.tools/node_modules/.bin/anvil or PATH); run `make tools`")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--silent"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                connect_external(url, timeout=2)
-                break
-            except LedgerError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"anvil did not start: {proc.stderr.read().decode(errors='replace')}")
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.kill()
-        proc.wait()
+def test_stopping_anvil_leaves_no_process(start_anvil):
+    """The fixture's anvil is a Node wrapper and the binary it spawns; both must go."""
+    with start_anvil() as anvil:
+        names = {Path(f"/proc/{pid}/exe").resolve().name for pid in anvil.processes()}
+        assert "anvil" in names, names  # the real binary is in the group we stop
+    assert anvil.processes() == []
 
 
 def test_connect_external_refuses_a_dead_endpoint():

@@ -7,10 +7,9 @@ from swarm.cli.ledger import main as ledger_main
 from swarm.ledger import connect_external, external_account
 
 from .conftest import SLS1, SLS2, build_swarm, digest
-from .test_ledger_anvil import anvil_url  # noqa: F401 - the module-scoped anvil process
 
 
-def test_verify_on_anvil_by_contract_and_by_data_dir(anvil_url, tmp_path, capsys):  # noqa: F811
+def test_verify_on_anvil_by_contract_and_by_data_dir(anvil_url, tmp_path, capsys):
     w3 = connect_external(anvil_url)
     # A fresh deployment per test: anvil is shared by the module.
     sn1, sn2, _ = build_swarm(w3, tmp_path, None, sentinel_account=external_account(w3))

@@ -3,31 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
-import time
-
-import pytest
-from web3 import Web3
 
 from swarm.network.sn_client import SNClient
 
-from swarm_testing import free_port
-
-ANVIL = shutil.which("anvil")
-pytestmark = pytest.mark.skipif(ANVIL is None, reason="anvil is not installed (`make tools`)")
-
-
-@pytest.fixture
-def anvil_url(processes):
-    port = free_port()
-    node = processes([ANVIL, "--host", "127.0.0.1", "--port", str(port), "--silent"])
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while not Web3(Web3.HTTPProvider(url)).is_connected():
-        assert node.proc.poll() is None, node.output
-        assert time.monotonic() < deadline, "anvil did not start"
-        time.sleep(0.1)
-    return url
+# anvil_url: tests/conftest.py's module-scoped anvil (skips when anvil is not installed).
 
 
 def test_two_sn_nodes_on_anvil_register_and_seal_a_round(sites, start_sn, anvil_url):
