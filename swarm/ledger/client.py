@@ -172,6 +172,24 @@ class TxResult:
 
 # ---------------------------------------------------------------- helpers
 
+def event_topics(contract) -> dict:
+    """topic0 -> web3 event class of a SwarmLedger contract object."""
+    return {bytes(HexBytes(ev.topic)): ev for ev in contract.events}
+
+
+def decode_event(by_topic: Mapping, address: str, log) -> LedgerEvent | None:
+    """One raw log as a LedgerEvent; None if it is not one of this contract's events."""
+    if to_checksum_address(log["address"]) != address or not log["topics"]:
+        return None
+    ev = by_topic.get(bytes(HexBytes(log["topics"][0])))
+    if ev is None:
+        return None
+    data = ev.process_log(log)
+    args = MappingProxyType({k: _plain(v) for k, v in data["args"].items()})
+    return LedgerEvent(data["event"], args, int(data["blockNumber"]), bytes(data["transactionHash"]),
+                       int(data["logIndex"]))
+
+
 @cache
 def load_artifact() -> dict:
     """The committed build artifact (abi, bytecode, compiler, source hash)."""
@@ -459,7 +477,7 @@ class LedgerClient:
         self.account = account
         self.address = to_checksum_address(contract_address)
         self._contract = w3.eth.contract(address=self.address, abi=load_artifact()["abi"])
-        self._events_by_topic = {bytes(HexBytes(ev.topic)): ev for ev in self._contract.events}
+        self._events_by_topic = event_topics(self._contract)
         self._block_gas_limit: int | None = None
 
     # -- transactions ----------------------------------------------------
@@ -679,15 +697,10 @@ class LedgerClient:
     # -- events ----------------------------------------------------------
 
     def _known(self, log) -> bool:
-        return (to_checksum_address(log["address"]) == self.address and log["topics"]
-                and bytes(log["topics"][0]) in self._events_by_topic)
+        return decode_event(self._events_by_topic, self.address, log) is not None
 
     def _decode(self, log) -> LedgerEvent:
-        ev = self._events_by_topic[bytes(log["topics"][0])]
-        data = ev.process_log(log)
-        args = MappingProxyType({k: _plain(v) for k, v in data["args"].items()})
-        return LedgerEvent(data["event"], args, int(data["blockNumber"]), bytes(data["transactionHash"]),
-                           int(data["logIndex"]))
+        return decode_event(self._events_by_topic, self.address, log)
 
     def block_number(self) -> int:
         return int(self.w3.eth.block_number)
