@@ -116,3 +116,23 @@ def test_gas_per_commit(swarm):
         assert sn1.round_info(r).merged_digest == m
     print(f"\n[ledger] commitMerged gas (later rounds): {({k: v[-1] for k, v in gas.items()})}")
     assert gas["agreeing"][-1] < 110_000
+
+
+def test_audit_names_the_outvoted_first_commit_and_a_failed_merge(swarm):
+    """`swarm ledger verify` replays the majority rule on its own."""
+    from swarm.ledger.audit import FindingCode, build_report, read_history
+
+    sn1, sn2 = swarm.sn1, swarm.sn2
+    a, b, c, d = seal_four(swarm)
+    sn2.commit_merged(1, d, digest("made up"))  # first, and outvoted
+    sn1.commit_merged_batch(1, [a, b, c], [digest("honest")] * 3)
+    sn1.check_in_and_seal(2, [a, b], [1, 1], [digest(5), digest(6)])
+    sn1.commit_merged_batch(2, [a, b], [digest("x"), digest("y")])
+    report = build_report(read_history(swarm.chain.w3, sn1.address))
+    findings = [(f.code, f.round, f.node) for f in report.findings]
+    assert findings == [(FindingCode.MERGE_MISMATCH, 1, d), (FindingCode.MERGE_FAILED, 2, None)], \
+        report.findings
+    first, second = report.rounds
+    assert first.merge == "agreed" and first.merged_digest == "0x" + digest("honest").hex()
+    assert first.committed == [a, b, c] and first.disagreements[0]["node"] == d
+    assert second.merge == "failed" and second.merged_digest == ""
