@@ -120,6 +120,9 @@ def test_a_made_up_commit_is_outvoted_even_when_it_comes_first(sites, start_sn, 
         votes = [e for e in history.events
                  if e.name == "MergeCommitted" and e.args["round"] == round_number]
         first += votes[0].args["id"] == node_key(ids[2])
+    # Votes race: gamma's came first in 4 of 14 rounds here (none of 14 at 1/3 a round:
+    # 0.3 %). Those rounds are the ones the old first-committed rule gave to gamma.
+    assert first >= 1, "gamma's made-up digest never reached the ledger first"
     mismatches = [f for f in report.findings if f.code == FindingCode.MERGE_MISMATCH]
     assert {f.node for f in mismatches} == {ids[2]}, report.findings
     assert {f.round for f in mismatches} >= common
