@@ -1,7 +1,9 @@
 """The same client flow against a real anvil process (the --ledger-url path)."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -40,8 +42,11 @@ def anvil_url():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # Its own process group: node_modules/.bin/anvil is a launcher whose child is the real
+    # anvil, and killing the launcher alone would leave that child running.
     proc = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--silent"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -55,7 +60,7 @@ def anvil_url():
                 time.sleep(0.05)
         yield url
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
