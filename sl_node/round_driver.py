@@ -30,6 +30,10 @@ from sl_node.exchange.faults import Kind, Outgoing, OutgoingHook, send_as_is
 log = logging.getLogger("swarm.sl")
 
 WAIT_SLICE_S = 5.0
+# A PENDING commit reply (no majority of the participants has committed yet) is asked
+# again every COMMIT_RETRY_S for up to COMMIT_PENDING_S before the node goes on with it.
+COMMIT_RETRY_S = 0.25
+COMMIT_PENDING_S = 30.0
 OUTCOMES_FILE = "rounds.jsonl"
 
 
@@ -226,12 +230,18 @@ class RoundDriver:
                             "as it is (nothing to merge)", round_number, contributors[0])
             self._publish(round_number, (merged, merged_digest, merged_hashes))
             # COMMIT
-            reply = None
+            reply, committed = None, merged_digest
             commit = Outgoing(Kind.COMMIT, plan, None, data=memoryview(merged_digest))
             for out in self._hook(commit):
-                reply = self.sn.commit_merged(round_number, bytes(out.data))
+                committed = bytes(out.data)
+                reply = self.sn.commit_merged(round_number, committed)
             if reply is None:  # a fault withheld the commit: the ledger's word still counts
                 reply = self.sn.commit_merged(round_number, merged_digest)
+            # No majority yet: ask again (no second vote, no transaction) for a while.
+            deadline = self._clock() + COMMIT_PENDING_S
+            while _verdict(reply) == "pending" and self._clock() < deadline:
+                time.sleep(COMMIT_RETRY_S)
+                reply = self.sn.commit_merged(round_number, committed)
             divergence, healed_from = {}, ""
             verdict = _verdict(reply)
             if verdict == "failed":

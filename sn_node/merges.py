@@ -33,11 +33,21 @@ class MergeBook:
         self._cond = threading.Condition()
         self._queued: dict[int, list[tuple[bytes, bytes, Future]]] = {}
         self._decided: dict[int, MergeDecision] = {}
+        # (round, key, digest) already sent or queued: a node asking again while the round
+        # is pending costs no transaction (the contract would not count it anyway).
+        self._sent: dict[tuple[int, bytes, bytes], Future] = {}
 
     def vote(self, round_number: int, key: bytes, digest: bytes) -> Future:
-        """Queues a participant's vote; the future completes with its TxResult."""
-        future: Future = Future()
+        """Queues a participant's vote (once per digest); the future completes with the
+        TxResult of the transaction that carried it."""
         with self._cond:
+            sent = self._sent.get((round_number, key, digest))
+            if sent is not None and not (sent.done() and sent.exception() is not None):
+                return sent
+            future: Future = Future()
+            self._sent[(round_number, key, digest)] = future
+            for old in [k for k in self._sent if k[0] < round_number - KEEP_ROUNDS]:
+                del self._sent[old]
             queue = self._queued.setdefault(round_number, [])
             queue.append((key, digest, future))
             if len(queue) == 1:  # the first of a batch schedules the flush

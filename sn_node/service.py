@@ -33,6 +33,7 @@ LEDGER_WRITE_TIMEOUT_S = 60.0
 # How long CommitMerged waits for a majority of the round's participants to commit:
 # below the SL client's 10 s call deadline, so a lasting lack of one reads MERGE_PENDING.
 COMMIT_WAIT_S = 8.0
+MAX_PARKED_COMMITS = 16
 _VERDICTS = {MergeStatus.AGREED: pb.MERGE_AGREED, MergeStatus.FAILED: pb.MERGE_FAILED,
              MergeStatus.PENDING: pb.MERGE_PENDING}
 # WaitRound calls one caller may have parked at once (an SL node needs one or two), and
@@ -104,6 +105,7 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         self._admit_sn = admit_sn  # sentinel only
         self._parked_lock = threading.Lock()
         self._parked: dict[str, int] = {}  # node id -> WaitRound calls parked now
+        self._parked_commits = 0  # CommitMerged calls waiting for the majority now
         # With several SN nodes the bitmaps go through the ledger, one order for all.
         self._receipts = ReceiptBook(rounds, chain=LedgerReceipts(loop, LEDGER_WRITE_TIMEOUT_S),
                                      several_sn=lambda: directory.sn_count() > 1)
@@ -349,8 +351,16 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
                 refuse(context, grpc.StatusCode.UNAVAILABLE, "LEDGER_UNAVAILABLE",
                        "the ledger did not answer in time")
         # Until a strict majority of the participants committed, the round has no merged
-        # digest: wait (bounded, below the caller's deadline) for the other votes.
-        decision = merges.wait(request.round, COMMIT_WAIT_S)
+        # digest: wait (bounded, below the caller's deadline) for the other votes, with a
+        # handler thread of a bounded few; the rest hear PENDING at once and ask again.
+        with self._parked_lock:
+            park = self._parked_commits < MAX_PARKED_COMMITS
+            self._parked_commits += park
+        try:
+            decision = merges.wait(request.round, COMMIT_WAIT_S if park else 0.0)
+        finally:
+            with self._parked_lock:
+                self._parked_commits -= park
         if decision.status == MergeStatus.PENDING:
             self._loop.refresh_round(request.round)  # events missed, e.g. across a restart
             decision = merges.decided(request.round) or decision

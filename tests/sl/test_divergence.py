@@ -148,9 +148,24 @@ def test_no_majority_fails_the_round_with_a_typed_reason_and_the_next_one_merges
     assert [c for c in sn.calls if c[0] == "commit"] == [("commit", 2), ("commit", 3)]
 
 
-def test_a_pending_majority_keeps_the_merge_recorded_as_unconfirmed(tmp_path):
-    outcome, merged = driver(VerdictSN({2: sn_pb.MERGE_PENDING}), FakeExchange(),
-                             tmp_path).run(2, update())
+def test_a_pending_majority_is_asked_again_then_agreed(tmp_path):
+    sn = VerdictSN({})
+    replies = iter([sn_pb.MERGE_PENDING, sn_pb.MERGE_PENDING, sn_pb.MERGE_AGREED])
+    sn.verdicts = {2: None}
+    sn.commit_merged = lambda r, digest: (sn.calls.append(("commit", r)), SimpleNamespace(
+        agreed=False, verdict=next(replies), ledger_digest=b""))[1]
+    outcome, _ = driver(sn, FakeExchange(), tmp_path).run(2, update())
+    assert [c for c in sn.calls if c[0] == "commit"] == [("commit", 2)] * 3
+    assert outcome.merge_verdict == "agreed" and outcome.merged
+
+
+def test_a_lasting_pending_majority_keeps_the_merge_recorded_as_unconfirmed(tmp_path):
+    ticks = iter(range(0, 10_000, 20))  # 20 s a tick: the retry window passes at once
+    d = RoundDriver(VerdictSN({2: sn_pb.MERGE_PENDING}), FakeExchange(), ByteCounter(), "me",
+                    LAYOUT, merge=None, swarm_done=lambda: False,
+                    record=OutcomeLog(tmp_path / "rounds.jsonl"), wait_slice_s=0.01,
+                    clock=lambda: next(ticks))
+    outcome, merged = d.run(2, update())
     [record] = read_outcomes(tmp_path / "rounds.jsonl")
     assert outcome.merged and record["merge_verdict"] == "pending"
     assert record["agreed"] is None and not record["diverged"]
