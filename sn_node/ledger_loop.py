@@ -56,6 +56,7 @@ class LedgerLoop:
         self.transactions = 0
         self.receipts = None  # the SN's ReceiptBook: gets the receipt events
         self.merges = MergeBook(self.submit)  # merged-digest votes and decisions
+        self._votes: dict[int, dict[bytes, bytes]] = {}  # round -> id -> digest, until agreed
         self._thread = threading.Thread(target=self._run, name="sn-ledger", daemon=True)
 
     # --- lifecycle ------------------------------------------------------------------
@@ -237,10 +238,17 @@ class LedgerLoop:
                     self._report_left_out(self.rounds.note_sealed(SealedRound(
                         args["round"], tuple(args["participants"]), tuple(args["weights"]),
                         tuple(args["digests"]), b"")))
+            elif name == "MergeCommitted":  # a vote: who committed what, until agreed
+                self._votes.setdefault(args["round"], {})[args["id"]] = args["digest"]
+                for old in [r for r in self._votes if r < args["round"] - 16]:
+                    del self._votes[old]
             elif name == "MergeAgreed":  # a strict majority's digest: the round's record
                 self.rounds.note_merged(args["round"], args["digest"])
                 self.view.note_merged(args["round"], args["digest"])
                 self.merges.note_events((event,))
+                for key, vote in self._votes.pop(args["round"], {}).items():
+                    if vote != args["digest"]:  # outvoted (perhaps it came first)
+                        self.view.note_mismatch(args["round"], key, args["digest"], vote)
             elif name == "MergeFailed":
                 log.warning("round %d: no merged digest can reach a majority (%d of %d "
                             "participants committed; at most %d agree): the round failed",
