@@ -193,8 +193,8 @@ def bench_ledger_thread(tmp: Path, peers: int, rounds: int) -> list[tuple]:
                 book.check_in(r, key, CheckIn(1, hashlib.sha256(f"{r}/{i}".encode()).digest()))
             loop.poke()
             assert book.wait_sealed(r, 60) is not None, f"round {r} not sealed"
-            loop.submit(lambda lc, r=r: lc.commit_merged(r, keys[0], hashlib.sha256(
-                f"m{r}".encode()).digest())).result(60)
+            loop.submit(lambda lc, r=r: lc.commit_merged_batch(r, keys, [hashlib.sha256(
+                f"m{r}".encode()).digest()] * len(keys))).result(60)
             loop.refresh_round(r)
         cpu = (time.process_time() - cpu) / rounds
     finally:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from swarm.network.sn_client import Reason, SwarmNetworkError
+from swarm.protos import sn_api_pb2 as pb
 from swarm.tensors import Layout
 
 from sl_node.exchange import Peer, RoundFailed, RoundPlan
@@ -29,6 +30,10 @@ from sl_node.exchange.faults import Kind, Outgoing, OutgoingHook, send_as_is
 log = logging.getLogger("swarm.sl")
 
 WAIT_SLICE_S = 5.0
+# A PENDING commit reply (no majority of the participants has committed yet) is asked
+# again every COMMIT_RETRY_S for up to COMMIT_PENDING_S before the node goes on with it.
+COMMIT_RETRY_S = 0.25
+COMMIT_PENDING_S = 30.0
 OUTCOMES_FILE = "rounds.jsonl"
 
 
@@ -50,6 +55,10 @@ class RoundOutcome:
     merged_digest: str = ""              # hex
     merge_method: str = ""               # the session's, as this node ran it
     agreed: bool | None = None           # our digest equals the ledger's
+    # The ledger's word on our merged digest (a strict majority of the participants
+    # decides): agreed | disagreed (we load the majority's model) | pending (no majority
+    # in time: ours kept, unconfirmed) | failed (no majority possible: round failed).
+    merge_verdict: str = ""
     # Never silently different weights: our merged digest (merged_digest, as computed
     # here) differed from the one the ledger agreed for this round (agreed_digest,
     # hex); healed_from names the peer the agreed model came from in this round, the
@@ -107,6 +116,18 @@ class Update:
     weight: int
     digest: bytes
     hashes: list[bytes]
+
+
+#: RoundOutcome.reason of a round whose merged digests can reach no majority.
+MERGE_NO_MAJORITY = "no_majority_merged_digest"
+
+
+def _verdict(reply) -> str:
+    """The SN's CommitMergedReply as agreed | disagreed | pending | failed (an SN without
+    the verdict field answers with `agreed` only)."""
+    return {pb.MERGE_AGREED: "agreed", pb.MERGE_DISAGREED: "disagreed",
+            pb.MERGE_PENDING: "pending", pb.MERGE_FAILED: "failed"}.get(
+        getattr(reply, "verdict", 0), "agreed" if reply.agreed else "disagreed")
 
 
 class RoundDriver:
@@ -209,14 +230,37 @@ class RoundDriver:
                             "as it is (nothing to merge)", round_number, contributors[0])
             self._publish(round_number, (merged, merged_digest, merged_hashes))
             # COMMIT
-            reply = None
+            reply, committed = None, merged_digest
             commit = Outgoing(Kind.COMMIT, plan, None, data=memoryview(merged_digest))
             for out in self._hook(commit):
-                reply = self.sn.commit_merged(round_number, bytes(out.data))
+                committed = bytes(out.data)
+                reply = self.sn.commit_merged(round_number, committed)
             if reply is None:  # a fault withheld the commit: the ledger's word still counts
                 reply = self.sn.commit_merged(round_number, merged_digest)
+            # No majority yet: ask again (no second vote, no transaction) for a while.
+            deadline = self._clock() + COMMIT_PENDING_S
+            while _verdict(reply) == "pending" and self._clock() < deadline:
+                time.sleep(COMMIT_RETRY_S)
+                reply = self.sn.commit_merged(round_number, committed)
             divergence, healed_from = {}, ""
-            if not reply.agreed:
+            verdict = _verdict(reply)
+            if verdict == "failed":
+                # No digest can reach a majority of the participants (e.g. two that
+                # disagree): the round failed for all; each keeps its own model.
+                self._outcome(plan, "failed", MERGE_NO_MAJORITY, participants, contributors,
+                              dropped, control_s, exchange_s, before,
+                              merged_digest=merged_digest.hex(), agreed=False,
+                              merge_verdict=verdict)
+                log.warning("round %d: no merged digest has a majority of the participants; "
+                            "trying again in round %d", round_number, round_number + 1)
+                round_number += 1
+                continue
+            if verdict == "pending":
+                # Too few participants committed in time: ours may still become the record.
+                # Kept, and recorded as unconfirmed (merge_verdict), never silently.
+                log.warning("round %d: no majority of the participants has committed a merged "
+                            "digest yet; keeping ours", round_number)
+            if verdict == "disagreed":
                 ledger_digest = bytes(reply.ledger_digest)
                 log.warning("round %d: our merged digest %s differs from the ledger's %s: "
                             "loading the agreed model from a peer", round_number,
@@ -233,8 +277,9 @@ class RoundDriver:
             outcome = self._outcome(
                 plan, "merged", "" if len(contributors) > 1 else "a single contributor",
                 participants, contributors, dropped, control_s, exchange_s, before,
-                merged_digest=merged_digest.hex(), agreed=bool(reply.agreed),
-                healed_from=healed_from, **divergence)
+                merged_digest=merged_digest.hex(),
+                agreed={"agreed": True, "disagreed": False}.get(verdict),  # None: pending
+                healed_from=healed_from, merge_verdict=verdict, **divergence)
             if healed_from:
                 merged_digest = bytes(reply.ledger_digest)
             size = self.layout.nbytes or 1

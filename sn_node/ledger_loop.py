@@ -11,9 +11,10 @@ from dataclasses import replace
 from typing import Callable
 
 from swarm.ledger import (STATUS_ACTIVE, STATUS_INACTIVE, STATUS_REVOKED, LedgerClient,
-                          LedgerError, Member, TxResult, node_key)
+                          LedgerError, Member, MergeStatus, TxResult, node_key)
 
 from sn_node.directory import MemberDirectory
+from sn_node.merges import MergeBook, MergeDecision
 from sn_node.read_model import ReadModel
 from sn_node.rounds import CheckIn, RoundBook, SealedRound, SealPlan
 
@@ -54,6 +55,8 @@ class LedgerLoop:
         self.finished = 0
         self.transactions = 0
         self.receipts = None  # the SN's ReceiptBook: gets the receipt events
+        self.merges = MergeBook(self.submit)  # merged-digest votes and decisions
+        self._votes: dict[int, dict[bytes, bytes]] = {}  # round -> id -> digest, until agreed
         self._thread = threading.Thread(target=self._run, name="sn-ledger", daemon=True)
 
     # --- lifecycle ------------------------------------------------------------------
@@ -81,6 +84,7 @@ class LedgerLoop:
             if merged:
                 self.rounds.note_merged(last, merged)
                 self.view.note_merged(last, merged)
+                self.merges.note(last, MergeDecision(MergeStatus.AGREED, merged))
 
     def start(self) -> None:
         self._thread.start()
@@ -234,9 +238,22 @@ class LedgerLoop:
                     self._report_left_out(self.rounds.note_sealed(SealedRound(
                         args["round"], tuple(args["participants"]), tuple(args["weights"]),
                         tuple(args["digests"]), b"")))
-            elif name == "MergeCommitted":
+            elif name == "MergeCommitted":  # a vote: who committed what, until agreed
+                self._votes.setdefault(args["round"], {})[args["id"]] = args["digest"]
+                for old in [r for r in self._votes if r < args["round"] - 16]:
+                    del self._votes[old]
+            elif name == "MergeAgreed":  # a strict majority's digest: the round's record
                 self.rounds.note_merged(args["round"], args["digest"])
                 self.view.note_merged(args["round"], args["digest"])
+                self.merges.note_events((event,))
+                for key, vote in self._votes.pop(args["round"], {}).items():
+                    if vote != args["digest"]:  # outvoted (perhaps it came first)
+                        self.view.note_mismatch(args["round"], key, args["digest"], vote)
+            elif name == "MergeFailed":
+                log.warning("round %d: no merged digest can reach a majority (%d of %d "
+                            "participants committed; at most %d agree): the round failed",
+                            args["round"], args["votes"], args["participants"], args["topVotes"])
+                self.merges.note_events((event,))
             elif name == "MergeMismatch":
                 self.view.note_mismatch(args["round"], args["id"], args["expected"],
                                         args["actual"])
@@ -289,14 +306,18 @@ class LedgerLoop:
         return self._on_ledger_thread(lambda: fn(self.ledger))
 
     def refresh_round(self, round_number: int) -> None:
-        """Makes sure a sealed round's merged digest is known, reading the ledger if it is not."""
+        """Makes sure a sealed round's merge decision is known, reading the ledger if it is
+        not (e.g. its events passed before a restart)."""
         sealed = self.rounds.sealed(round_number)
         if sealed is not None and sealed.merged_digest:
             return  # once recorded, a round's merged digest never changes
-        merged = self.read(lambda ledger: ledger.merged_digest(round_number))
-        if merged:
-            self.rounds.note_merged(round_number, merged)
-            self.view.note_merged(round_number, merged)
+        state = self.read(lambda ledger: ledger.merge_status(round_number))
+        if state.status == MergeStatus.AGREED:
+            self.rounds.note_merged(round_number, state.digest)
+            self.view.note_merged(round_number, state.digest)
+            self.merges.note(round_number, MergeDecision(MergeStatus.AGREED, state.digest))
+        elif state.status == MergeStatus.FAILED:
+            self.merges.note(round_number, MergeDecision(MergeStatus.FAILED))
 
     def _refresh_members(self) -> None:
         self.directory.replace(self.ledger.members())

@@ -9,14 +9,13 @@ import math
 import re
 import threading
 import time
-from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Callable
 
 import grpc
 
 from swarm.identity import Authorizer, NodeIdentity
-from swarm.ledger import STATUS_ACTIVE, LedgerError, Member, node_key
+from swarm.ledger import STATUS_ACTIVE, LedgerError, Member, MergeStatus, node_key
 from swarm.protos import sn_api_pb2 as pb
 from swarm.protos import sn_api_pb2_grpc as pb_grpc
 
@@ -31,6 +30,12 @@ log = logging.getLogger("swarm.sn.api")
 MAX_WAIT_S = 300.0
 MAX_RECEIPTS_WAIT_S = 60.0
 LEDGER_WRITE_TIMEOUT_S = 60.0
+# How long CommitMerged waits for a majority of the round's participants to commit:
+# below the SL client's 10 s call deadline, so a lasting lack of one reads MERGE_PENDING.
+COMMIT_WAIT_S = 8.0
+MAX_PARKED_COMMITS = 16
+_VERDICTS = {MergeStatus.AGREED: pb.MERGE_AGREED, MergeStatus.FAILED: pb.MERGE_FAILED,
+             MergeStatus.PENDING: pb.MERGE_PENDING}
 # WaitRound calls one caller may have parked at once (an SL node needs one or two), and
 # all callers together: the rest of the SN's 64 handler threads stay free for check-ins.
 MAX_PARKED_PER_CALLER = 4
@@ -98,34 +103,15 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
         self._auth = authorizer
         self._on_outcome = on_outcome  # (node id, OutcomeReport): e.g. metrics
         self._admit_sn = admit_sn  # sentinel only
-        self._commit_lock = threading.Lock()
-        self._commits: dict[int, Future] = {}
         self._parked_lock = threading.Lock()
         self._parked: dict[str, int] = {}  # node id -> WaitRound calls parked now
+        self._parked_commits = 0  # CommitMerged calls waiting for the majority now
         # With several SN nodes the bitmaps go through the ledger, one order for all.
         self._receipts = ReceiptBook(rounds, chain=LedgerReceipts(loop, LEDGER_WRITE_TIMEOUT_S),
                                      several_sn=lambda: directory.sn_count() > 1)
         loop.receipts = self._receipts
 
     # --- helpers ----------------------------------------------------------------------
-
-    def _first_commit(self, round_number: int, node_id: str, digest: bytes
-                      ) -> tuple[Future, bool]:
-        """One merged-digest transaction per round, however many participants commit at once.
-
-        Returns the round's commit future and whether this call sent it; the others
-        wait for it and then compare their digest with the ledger's.
-        """
-        with self._commit_lock:
-            future = self._commits.get(round_number)
-            if future is not None:
-                return future, False
-            future = self._loop.submit(lambda ledger: ledger.commit_merged(
-                round_number, node_id, digest))
-            self._commits[round_number] = future
-            for old in [r for r in self._commits if r < round_number - 16]:
-                del self._commits[old]
-            return future, True
 
     def _write(self, context, fn, *args):
         """Runs a ledger write on the ledger thread; a revert becomes FAILED_PRECONDITION."""
@@ -350,26 +336,41 @@ class SwarmNetworkServicer(pb_grpc.SwarmNetworkServicer):
             refuse(context, grpc.StatusCode.PERMISSION_DENIED, "NOT_PARTICIPANT",
                    f"{who.node_id} is not a participant of round {request.round}")
         digest = bytes(request.digest)
-        recorded = False
-        if not sealed.merged_digest:
-            first, recorded = self._first_commit(request.round, who.node_id, digest)
+        merges = self._loop.merges
+        decided = merges.decided(request.round)
+        if decided is None or (decided.status == MergeStatus.AGREED and decided.digest != digest):
+            # A vote (batched with the others that arrive meanwhile), or, once agreed, a
+            # disagreement the ledger keeps as evidence (a MergeMismatch event).
             try:
-                first.result(timeout=LEDGER_WRITE_TIMEOUT_S)
+                merges.vote(request.round, node_key(who.node_id), digest).result(
+                    timeout=LEDGER_WRITE_TIMEOUT_S)
             except LedgerError as error:
-                if recorded:
-                    refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "LEDGER_REFUSED",
-                           f"ledger refused: {error}")
-            self._loop.refresh_round(request.round)
-            sealed = self._sealed_round(request.round)
-        if sealed.merged_digest != digest and not recorded:
-            # A disagreement: the ledger keeps it as evidence (a MergeMismatch event).
-            self._write(context, lambda ledger: ledger.commit_merged(
-                request.round, who.node_id, digest))
-        agreed = sealed.merged_digest == digest
-        if not agreed:
-            log.warning("round %d: %s merged to %s but the ledger holds %s", request.round,
-                        who.node_id, digest.hex()[:16], sealed.merged_digest.hex()[:16])
-        return pb.CommitMergedReply(agreed=agreed, ledger_digest=sealed.merged_digest)
+                refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "LEDGER_REFUSED",
+                       f"ledger refused: {error}")
+            except TimeoutError:
+                refuse(context, grpc.StatusCode.UNAVAILABLE, "LEDGER_UNAVAILABLE",
+                       "the ledger did not answer in time")
+        # Until a strict majority of the participants committed, the round has no merged
+        # digest: wait (bounded, below the caller's deadline) for the other votes, with a
+        # handler thread of a bounded few; the rest hear PENDING at once and ask again.
+        with self._parked_lock:
+            park = self._parked_commits < MAX_PARKED_COMMITS
+            self._parked_commits += park
+        try:
+            decision = merges.wait(request.round, COMMIT_WAIT_S if park else 0.0)
+        finally:
+            with self._parked_lock:
+                self._parked_commits -= park
+        if decision.status == MergeStatus.PENDING:
+            self._loop.refresh_round(request.round)  # events missed, e.g. across a restart
+            decision = merges.decided(request.round) or decision
+        verdict = _VERDICTS[decision.status]
+        if decision.status == MergeStatus.AGREED and decision.digest != digest:
+            verdict = pb.MERGE_DISAGREED
+            log.warning("round %d: %s merged to %s but a majority committed %s", request.round,
+                        who.node_id, digest.hex()[:16], decision.digest.hex()[:16])
+        return pb.CommitMergedReply(agreed=verdict == pb.MERGE_AGREED,
+                                    ledger_digest=decision.digest, verdict=verdict)
 
     def _receipt_caller(self, context, action: str) -> bytes:
         who = self._auth.authorize(context, ("sl",), action)

@@ -45,3 +45,15 @@ def run_sl_argv(site: Site, sn: SN, data_dir: Path, fs_port: int, ml_cmd: str,
                 ml_env: dict[str, str], *extra: str) -> list[str]:
     """run-sl for a local-process sidecar run with this Python."""
     return launch.run_sl_argv(site, sn.api_port, data_dir, fs_port, ml_cmd, ml_env, *extra)
+
+
+def commit_together(round_number: int, *commits):
+    """CommitMerged from several SL clients at once, as nodes do: the ledger records a
+    round's merged digest only once a strict majority of its participants committed it
+    (each reply waits for that). commits: (SNClient, digest) pairs; returns the replies."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(commits)) as pool:
+        futures = [pool.submit(client.commit_merged, round_number, digest)
+                   for client, digest in commits]
+        return [f.result() for f in futures]

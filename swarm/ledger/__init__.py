@@ -21,6 +21,8 @@ from .client import (
     LedgerError,
     LedgerEvent,
     Member,
+    MergeState,
+    MergeStatus,
     RoundInfo,
     SessionConfig,
     TransportProvider,
@@ -44,7 +46,8 @@ from .embedded import (
 __all__ = [
     "ALLOWED_METHODS", "ANVIL_CHAIN_ID", "ANVIL_DEV_KEY", "MAX_PARTICIPANTS", "MAX_WEIGHT", "MIN_WEIGHT",
     "ROLE_NAMES", "ROLE_SL", "ROLE_SN", "ROLE_SWCI", "STATUS_ACTIVE", "STATUS_INACTIVE", "STATUS_NAMES",
-    "STATUS_REVOKED", "EmbeddedChain", "LedgerClient", "LedgerError", "LedgerEvent", "Member", "RoundInfo",
+    "STATUS_REVOKED", "EmbeddedChain", "LedgerClient", "LedgerError", "LedgerEvent", "Member", "MergeState",
+    "MergeStatus", "RoundInfo",
     "SessionConfig", "TransportProvider", "TxResult", "connect_external", "deploy_ledger", "external_account",
     "fund", "load_artifact", "load_or_create_account", "node_key", "open_or_deploy",
 ]

@@ -37,32 +37,20 @@ from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
 
-from .client import (
-    MAX_PARTICIPANTS,
-    MAX_WEIGHT,
-    MIN_WEIGHT,
-    ROLE_NAMES,
-    ROLE_SL,
-    ROLE_SN,
-    STATUS_ACTIVE,
-    STATUS_INACTIVE,
-    STATUS_NAMES,
-    STATUS_REVOKED,
-    LedgerError,
-    LedgerEvent,
-    SessionConfig,
-    load_artifact,
-)
+from . import client as _c
+from .client import (MAX_PARTICIPANTS, MAX_WEIGHT, MIN_WEIGHT, ROLE_NAMES, ROLE_SL, ROLE_SN,
+                     STATUS_ACTIVE, STATUS_INACTIVE, STATUS_NAMES, STATUS_REVOKED, ZERO32,
+                     LedgerError, LedgerEvent, SessionConfig)
 from .embedded import ARCHIVE_NAME, JOURNAL_NAME, LEDGER_META_NAME, EmbeddedChain
 
-ZERO32 = b"\x00" * 32
 MAX_REMAINING_S = 30  # the contract caps ReceiptsSubmitted.remainingS at this
 
 
 class FindingCode(str, enum.Enum):
     """What ``verify`` found. Each names one rule or one disagreement."""
 
-    MERGE_MISMATCH = "MERGE_MISMATCH"  # a participant committed a different merged digest
+    MERGE_MISMATCH = "MERGE_MISMATCH"  # a participant committed another digest than the majority's
+    MERGE_FAILED = "MERGE_FAILED"  # no merged digest could reach a majority of the participants
     REVOKED_MEMBER = "REVOKED_MEMBER"  # a certificate was revoked during the session
     MODEL_MISMATCH = "MODEL_MISMATCH"  # a saved model is not the last round's merged model
     MODEL_UNREADABLE = "MODEL_UNREADABLE"  # a --model file could not be read as weights
@@ -140,22 +128,14 @@ class _Reader:
         self.w3 = w3
         self.block: int | str = "latest"  # the views are read at the block the events end at
         self.address = to_checksum_address(address)
-        self.contract = w3.eth.contract(address=self.address, abi=load_artifact()["abi"])
-        self._by_topic = {bytes(HexBytes(ev.topic)): ev for ev in self.contract.events}
+        self.contract = w3.eth.contract(address=self.address, abi=_c.load_artifact()["abi"])
+        self._by_topic = _c.event_topics(self.contract)
 
     def call(self, name: str, *args):
         return getattr(self.contract.functions, name)(*args).call(block_identifier=self.block)
 
     def decode(self, log: dict) -> LedgerEvent | None:
-        if to_checksum_address(log["address"]) != self.address or not log["topics"]:
-            return None
-        ev = self._by_topic.get(bytes(HexBytes(log["topics"][0])))
-        if ev is None:
-            return None
-        data = ev.process_log(log)
-        args = {k: _plain(v) for k, v in data["args"].items()}
-        return LedgerEvent(data["event"], args, int(data["blockNumber"]), bytes(data["transactionHash"]),
-                           int(data["logIndex"]))
+        return _c.decode_event(self._by_topic, self.address, log)
 
     def logs(self, start: int, end: int, chunk: int = 5_000) -> list[LedgerEvent]:
         out: list[LedgerEvent] = []
@@ -167,14 +147,6 @@ class _Reader:
                     out.append(event)
             start = stop + 1
         return out
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (bytes, HexBytes)):
-        return bytes(value)
-    if isinstance(value, (list, tuple)):
-        return tuple(_plain(v) for v in value)
-    return value
 
 
 def _record_events(reader: _Reader, record: dict) -> list[LedgerEvent]:
@@ -328,11 +300,12 @@ class RoundRecord:
     weights: list[int]
     update_digests: list[str]
     merged_digest: str
-    committed: list[str]  # who committed the merged digest first (the MergeCommitted event)
+    committed: list[str]  # the majority that committed merged_digest (MergeCommitted votes)
     disagreements: list[dict]  # MergeMismatch: node, expected, actual
     # Receipt bitmaps (several SNs), one entry per phase: {"phase", "submissions": [{"node",
     # "bits", "remaining_s", "by", "block"}], "frozen_count", "frozen_by", "frozen_block"}.
     receipts: list[dict] = field(default_factory=list)
+    merge: str = "pending"  # pending | agreed (a strict majority) | failed (none possible)
 
 
 @dataclass
@@ -373,7 +346,9 @@ class _Replay:
         self.check_ins: dict[bytes, tuple[int, int, bytes]] = {}  # id -> (round, weight, digest)
         self.participant_in: dict[bytes, int] = {}
         self.sealed_in_round: dict[int, set[bytes]] = {}
-        self.merged: dict[int, bytes] = {}
+        self.merged: dict[int, bytes] = {}  # the agreed digest (a strict majority's)
+        self.votes: dict[int, dict[bytes, tuple[bytes, LedgerEvent]]] = {}  # round -> id -> vote
+        self.failed: set[int] = set()
         self.finished: set[bytes] = set()
         self.rounds: dict[int, RoundRecord] = {}
         self.changes: list[dict] = []
@@ -584,16 +559,65 @@ class _Replay:
                      round=r, node=key)
         return True
 
+    def _tally(self, r: int) -> tuple[dict[bytes, int], int]:
+        counts: dict[bytes, int] = {}
+        for digest, _ in self.votes.get(r, {}).values():
+            counts[digest] = counts.get(digest, 0) + 1
+        return counts, len(self.sealed_in_round.get(r, ()))
+
     def on_MergeCommitted(self, ev, a) -> None:
+        """A participant's vote: its first commit while the round has no agreed digest."""
         r, key, digest = int(a["round"]), bytes(a["id"]), bytes(a["digest"])
         self._participant(ev, r, key, a)
+        votes = self.votes.setdefault(r, {})
         if r in self.merged:
-            self.bad(FindingCode.RULE_VIOLATION, "a second MergeCommitted for the round", ev, round=r, node=key)
+            self.bad(FindingCode.RULE_VIOLATION, "a vote after the round's digest was agreed", ev,
+                     round=r, node=key)
+        elif key in votes:
+            self.bad(FindingCode.RULE_VIOLATION, "a participant's second vote", ev, round=r, node=key)
+        else:
+            votes[key] = (digest, ev)
+
+    def on_MergeAgreed(self, ev, a) -> None:
+        """The first digest a strict majority of the sealed participants voted for."""
+        r, digest = int(a["round"]), bytes(a["digest"])
+        counts, size = self._tally(r)
+        if r in self.merged or r in self.failed:
+            self.bad(FindingCode.RULE_VIOLATION, "a second merge decision for the round", ev, round=r)
             return
+        if counts.get(digest, 0) != a["votes"] or 2 * counts.get(digest, 0) <= size \
+                or a["participants"] != size:
+            self.bad(FindingCode.RULE_VIOLATION, f"agreed with {counts.get(digest, 0)} of {size} "
+                                                 f"participants' votes, not a strict majority", ev, round=r)
         self.merged[r] = digest
+        record = self.rounds.get(r)
+        if record is not None:
+            record.merged_digest, record.merge = _hex(digest), "agreed"
+        for key, (vote, at) in self.votes.get(r, {}).items():
+            if vote == digest:
+                if record is not None:
+                    record.committed.append(self.name(key))
+                continue
+            # Committed before the majority formed (perhaps first): outvoted, and named.
+            if record is not None:
+                record.disagreements.append({"node": self.name(key), "expected": _hex(digest),
+                                             "actual": _hex(vote), "block": at.block_number})
+            self.bad(FindingCode.MERGE_MISMATCH, f"committed merged digest {vote.hex()[:16]}…, the "
+                                                 f"majority's is {digest.hex()[:16]}…", at, round=r, node=key)
+
+    def on_MergeFailed(self, ev, a) -> None:
+        r = int(a["round"])
+        counts, size = self._tally(r)
+        votes, top = sum(counts.values()), max(counts.values(), default=0)
+        if r in self.merged or r in self.failed or (votes, top, size) != \
+                (a["votes"], a["topVotes"], a["participants"]) or 2 * (top + size - votes) > size:
+            self.bad(FindingCode.RULE_VIOLATION, "MergeFailed while a majority was still possible "
+                                                 "(or decided twice)", ev, round=r)
+        self.failed.add(r)
         if r in self.rounds:
-            self.rounds[r].merged_digest = _hex(digest)
-            self.rounds[r].committed.append(self.name(key))
+            self.rounds[r].merge = "failed"
+        self.bad(FindingCode.MERGE_FAILED, f"{votes} of {size} participants committed {len(counts)} "
+                                           f"different merged digests: none can reach a majority", ev, round=r)
 
     def on_MergeMismatch(self, ev, a) -> None:
         r, key = int(a["round"]), bytes(a["id"])
@@ -601,7 +625,7 @@ class _Replay:
         self._participant(ev, r, key, a)
         if self.merged.get(r) != expected:
             self.bad(FindingCode.RULE_VIOLATION, "MergeMismatch expects another digest than the round's "
-                                                 "first commit", ev, round=r, node=key)
+                                                 "agreed one", ev, round=r, node=key)
         if r in self.rounds:
             self.rounds[r].disagreements.append({"node": self.name(key), "expected": _hex(expected),
                                                  "actual": _hex(actual), "block": ev.block_number})

@@ -19,6 +19,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
@@ -114,6 +115,25 @@ class RoundInfo:
     check_in_count: int
 
 
+class MergeStatus(IntEnum):
+    """A round's merged digest on the ledger (the contract's mergeStatus codes)."""
+
+    UNSEALED = 0
+    PENDING = 1   # no digest has a strict majority of the participants yet; one still may
+    AGREED = 2    # a strict majority committed MergeState.digest: the round's record
+    FAILED = 3    # no digest can reach a majority any more: the merge failed for all
+
+
+@dataclass(frozen=True)
+class MergeState:
+    round: int
+    status: MergeStatus
+    digest: bytes | None   # the agreed digest, only when AGREED
+    votes: int             # participants whose digest was counted
+    top_votes: int         # the most votes any one digest has
+    participants: int
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """The training session's configuration, fixed once per ledger."""
@@ -151,6 +171,24 @@ class TxResult:
 
 
 # ---------------------------------------------------------------- helpers
+
+def event_topics(contract) -> dict:
+    """topic0 -> web3 event class of a SwarmLedger contract object."""
+    return {bytes(HexBytes(ev.topic)): ev for ev in contract.events}
+
+
+def decode_event(by_topic: Mapping, address: str, log) -> LedgerEvent | None:
+    """One raw log as a LedgerEvent; None if it is not one of this contract's events."""
+    if to_checksum_address(log["address"]) != address or not log["topics"]:
+        return None
+    ev = by_topic.get(bytes(HexBytes(log["topics"][0])))
+    if ev is None:
+        return None
+    data = ev.process_log(log)
+    args = MappingProxyType({k: _plain(v) for k, v in data["args"].items()})
+    return LedgerEvent(data["event"], args, int(data["blockNumber"]), bytes(data["transactionHash"]),
+                       int(data["logIndex"]))
+
 
 @cache
 def load_artifact() -> dict:
@@ -415,7 +453,7 @@ _GAS_BASE = {
     "markFinished": 110_000,
 }
 _GAS_PER_ID = {"checkIn": 75_000, "seal": 38_000, "checkInAndSeal": 104_000,
-               "submitReceipts": 1_500}
+               "submitReceipts": 1_500, "commitMerged": 45_000}
 _GAS_PER_WORD = 30_000  # one fresh storage word of string data, plus its log bytes
 
 
@@ -439,7 +477,7 @@ class LedgerClient:
         self.account = account
         self.address = to_checksum_address(contract_address)
         self._contract = w3.eth.contract(address=self.address, abi=load_artifact()["abi"])
-        self._events_by_topic = {bytes(HexBytes(ev.topic)): ev for ev in self._contract.events}
+        self._events_by_topic = event_topics(self._contract)
         self._block_gas_limit: int | None = None
 
     # -- transactions ----------------------------------------------------
@@ -532,9 +570,19 @@ class LedgerClient:
         return self._transact("checkInAndSeal", [round, *args, sealed], _gas("checkInAndSeal", ids=n))
 
     def commit_merged(self, round: int, node: bytes | str, digest: bytes | str) -> TxResult:
-        """Commit a participant's merged digest; check ``.named("MergeMismatch")`` on the result."""
-        return self._transact("commitMerged", [round, _key(node), _bytes32(digest, "digest")],
-                              _gas("commitMerged"))
+        """Commit one participant's merged digest (see commit_merged_batch)."""
+        return self.commit_merged_batch(round, [node], [digest])
+
+    def commit_merged_batch(self, round: int, nodes: Sequence[bytes | str],
+                            digests: Sequence[bytes | str]) -> TxResult:
+        """Commit participants' merged digests in one transaction: each participant's first
+        commit is a vote; the result's MergeAgreed / MergeFailed / MergeMismatch events
+        say what it decided (``merge_status`` reads the state)."""
+        if len(nodes) != len(digests):
+            raise ValueError("nodes and digests differ in length")
+        return self._transact("commitMerged", [round, _ids(nodes),
+                                               [_bytes32(d, "digest") for d in digests]],
+                              _gas("commitMerged", len(nodes)))
 
     def submit_receipts(self, round: int, phase: int, node: bytes | str, bits: bytes,
                         remaining_s: float = 0.0) -> TxResult:
@@ -623,8 +671,17 @@ class LedgerClient:
                                        f"node no longer serves{f' ({error})' if error else ''}")
 
     def merged_digest(self, round: int) -> bytes | None:
-        """A round's merged digest (one contract call, no event lookup)."""
+        """A round's agreed merged digest, None while none has a majority (one contract call)."""
         return _opt32(self._call("roundInfo", round)[2])
+
+    def merge_status(self, round: int) -> MergeState:
+        """Where a round's merged digest stands (one contract call)."""
+        status, digest, votes, top, size = self._call("mergeStatus", round)
+        return MergeState(round, MergeStatus(status), _opt32(digest), votes, top, size)
+
+    def votes_for(self, round: int, digest: bytes | str) -> int:
+        """Votes for a digest of a round that is not (yet) its agreed one."""
+        return self._call("votesFor", round, _bytes32(digest, "digest"))
 
     def check_in_of(self, round: int, node: bytes | str) -> tuple[int, bytes, bool] | None:
         """(weight, digest, sealed as participant) of a check-in, or None."""
@@ -640,15 +697,10 @@ class LedgerClient:
     # -- events ----------------------------------------------------------
 
     def _known(self, log) -> bool:
-        return (to_checksum_address(log["address"]) == self.address and log["topics"]
-                and bytes(log["topics"][0]) in self._events_by_topic)
+        return decode_event(self._events_by_topic, self.address, log) is not None
 
     def _decode(self, log) -> LedgerEvent:
-        ev = self._events_by_topic[bytes(log["topics"][0])]
-        data = ev.process_log(log)
-        args = MappingProxyType({k: _plain(v) for k, v in data["args"].items()})
-        return LedgerEvent(data["event"], args, int(data["blockNumber"]), bytes(data["transactionHash"]),
-                           int(data["logIndex"]))
+        return decode_event(self._events_by_topic, self.address, log)
 
     def block_number(self) -> int:
         return int(self.w3.eth.block_number)

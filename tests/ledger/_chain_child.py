@@ -31,7 +31,7 @@ def main() -> None:
     LedgerClient(chain.w3, sn.address, acc2).register_node("site9/sl-1", "sl", h("fp-site9/sl-1"), "x")
     for r in range(1, 6):
         sn.check_in_and_seal(r, names, [r] * 4, [h(f"u{r}-{i}") for i in range(4)])
-        sn.commit_merged(r, names[0], h(f"m{r}"))
+        sn.commit_merged_batch(r, names, [h(f"m{r}")] * len(names))  # a majority agrees
     sn.mark_finished(names[3])
     sn.revoke(h("fp-" + names[2]), "test revocation")
     print(json.dumps({"ready": True, "address": sn.address}), flush=True)

@@ -69,7 +69,7 @@ def test_client_flow_on_anvil(anvil_url, tmp_path, capsys):
     assert [e.name for e in res.events] == ["CheckedIn", "RoundSealed"]
     with pytest.raises(LedgerError, match="^seal: round already sealed$"):
         sn1.seal(1, SLS1[:2])
-    sn1.commit_merged(1, SLS1[0], digest("m"))
+    assert sn1.commit_merged_batch(1, SLS1[:2], [digest("m")] * 2).named("MergeAgreed")  # 2 of 3
     mismatch = sn2.commit_merged(1, SLS2[0], digest("other"))
     assert mismatch.named("MergeMismatch")[0].args["expected"] == digest("m")
     info = sn1.round_info(1)

@@ -263,9 +263,12 @@ def test_commit_merged_and_mismatch_evidence(swarm):
         sn1.commit_merged(1, c, digest("m"))
     first = sn1.commit_merged(1, a, digest("m"))
     assert [e.name for e in first.events] == ["MergeCommitted"]
-    assert sn1.round_info(1).merged_digest == digest("m")
+    assert sn1.round_info(1).merged_digest is None  # 1 of 2 is no majority
+    assert sn1.commit_merged(1, a, digest("m")).events == ()  # a retry: not counted twice
     same = sn1.commit_merged(1, b, digest("m"))
-    assert same.events == ()
+    assert [e.name for e in same.events] == ["MergeCommitted", "MergeAgreed"]
+    assert sn1.round_info(1).merged_digest == digest("m")
+    assert sn1.commit_merged(1, b, digest("m")).events == ()
     bad = sn1.commit_merged(1, b, digest("other"))
     [ev] = bad.named("MergeMismatch")
     assert ev.args == {"round": 1, "id": node_key(b), "expected": digest("m"), "actual": digest("other")}
@@ -352,7 +355,10 @@ def test_gas_limits_cover_the_participant_bound(chain, tmp_path):
     block_limit = chain.w3.eth.get_block("latest")["gasLimit"]
     assert res.gas_used < limit <= block_limit
     assert sn.round_info(1).participants == tuple(node_key(n) for n in ids)
-    assert sn.commit_merged(1, ids[-1], digest("m")).gas_used < _gas("commitMerged")
+    # Worst case for a commit batch: every participant votes for a digest of its own.
+    votes = sn.commit_merged_batch(1, ids, [digest(f"m{i}") for i in range(len(ids))])
+    assert votes.gas_used < _gas("commitMerged", len(ids)) <= block_limit
+    assert len(votes.named("MergeCommitted")) == len(ids) and votes.named("MergeFailed")
     # Later rounds rewrite the same per-node slots: cheaper than the first.
     again = sn.check_in_and_seal(2, ids, [100] * len(ids), [digest(i) for i in range(len(ids))])
     assert again.gas_used < res.gas_used

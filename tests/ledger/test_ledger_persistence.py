@@ -89,7 +89,7 @@ def _seal_rounds(sn, first: int, count: int, merged: bool = False) -> None:
     for r in range(first, first + count):
         sn.check_in_and_seal(r, SLS1[:2], [1, 1], [digest(r)] * 2)
         if merged:
-            sn.commit_merged(r, SLS1[0], digest(f"m{r}"))
+            sn.commit_merged_batch(r, SLS1[:2], [digest(f"m{r}")] * 2)
 
 
 def test_torn_tail_and_uncommitted_records_are_dropped(tmp_path):

@@ -9,11 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 
 from swarm.protos import sl_api_pb2 as pb
+from swarm.protos import sn_api_pb2 as sn_pb
 from swarm.tensors import Layout, block_hashes, verify_blocks
 
 from sl_node.exchange import Fault, FaultHook, Kind, Outgoing, Peer, RoundPlan
 from sl_node.exchange import ByteCounter
-from sl_node.round_driver import OutcomeLog, RoundDriver, read_outcomes
+from sl_node.round_driver import MERGE_NO_MAJORITY, OutcomeLog, RoundDriver, read_outcomes
 
 from test_round_driver import LAYOUT, FakeExchange, FakeSN, driver, update
 
@@ -120,3 +121,52 @@ def test_the_commit_passes_the_outgoing_hook_so_a_false_commit_can_be_injected(t
                     wait_slice_s=0.01, hook=FaultHook({Fault.FALSE_COMMIT}))
     _, merged = d.run(1, update())
     assert len(committed) == 1 and committed[0] != merged[1] == b"\x01" * 32
+
+
+class VerdictSN(FakeSN):
+    """The SN answers CommitMerged with a typed verdict per round (default: agreed)."""
+
+    def __init__(self, verdicts):
+        super().__init__()
+        self.verdicts = dict(verdicts)
+
+    def commit_merged(self, round_number, digest):
+        self.calls.append(("commit", round_number))
+        verdict = self.verdicts.get(round_number, sn_pb.MERGE_AGREED)
+        return SimpleNamespace(agreed=verdict == sn_pb.MERGE_AGREED, verdict=verdict,
+                               ledger_digest=digest if verdict == sn_pb.MERGE_AGREED else b"")
+
+
+def test_no_majority_fails_the_round_with_a_typed_reason_and_the_next_one_merges(tmp_path):
+    sn = VerdictSN({2: sn_pb.MERGE_FAILED})
+    outcome, merged = driver(sn, FakeExchange(), tmp_path).run(2, update())
+    failed, done = read_outcomes(tmp_path / "rounds.jsonl")
+    assert (failed["round"], failed["status"], failed["reason"]) == (2, "failed", MERGE_NO_MAJORITY)
+    assert failed["merge_verdict"] == "failed" and not failed["diverged"]
+    # The same update goes to the next round, which merges: no node kept the failed merge.
+    assert outcome.round == 3 and outcome.merged and done["merge_verdict"] == "agreed"
+    assert [c for c in sn.calls if c[0] == "commit"] == [("commit", 2), ("commit", 3)]
+
+
+def test_a_pending_majority_is_asked_again_then_agreed(tmp_path):
+    sn = VerdictSN({})
+    replies = iter([sn_pb.MERGE_PENDING, sn_pb.MERGE_PENDING, sn_pb.MERGE_AGREED])
+    sn.verdicts = {2: None}
+    sn.commit_merged = lambda r, digest: (sn.calls.append(("commit", r)), SimpleNamespace(
+        agreed=False, verdict=next(replies), ledger_digest=b""))[1]
+    outcome, _ = driver(sn, FakeExchange(), tmp_path).run(2, update())
+    assert [c for c in sn.calls if c[0] == "commit"] == [("commit", 2)] * 3
+    assert outcome.merge_verdict == "agreed" and outcome.merged
+
+
+def test_a_lasting_pending_majority_keeps_the_merge_recorded_as_unconfirmed(tmp_path):
+    ticks = iter(range(0, 10_000, 20))  # 20 s a tick: the retry window passes at once
+    d = RoundDriver(VerdictSN({2: sn_pb.MERGE_PENDING}), FakeExchange(), ByteCounter(), "me",
+                    LAYOUT, merge=None, swarm_done=lambda: False,
+                    record=OutcomeLog(tmp_path / "rounds.jsonl"), wait_slice_s=0.01,
+                    clock=lambda: next(ticks))
+    outcome, merged = d.run(2, update())
+    [record] = read_outcomes(tmp_path / "rounds.jsonl")
+    assert outcome.merged and record["merge_verdict"] == "pending"
+    assert record["agreed"] is None and not record["diverged"]
+    assert merged[1] == b"\x01" * 32

@@ -162,7 +162,8 @@ def test_the_ledger_thread_feeds_the_model_from_real_ledger_events(tmp_path):
             d1, d2 = hashlib.sha256(b"1").digest(), hashlib.sha256(b"2").digest()
             sn2.check_in(1, ["t/sl-1"], [1], [d1])
             sn2.check_in_and_seal(1, ["t/sl-2"], [1], [d2], ["t/sl-1", "t/sl-2"])
-            sn2.commit_merged(1, "t/sl-1", hashlib.sha256(b"m").digest())
+            # Both votes: a strict majority of the two participants records the digest.
+            sn2.commit_merged_batch(1, ["t/sl-1", "t/sl-2"], [hashlib.sha256(b"m").digest()] * 2)
             sn2.mark_finished("t/sl-2")
             with view.subscribe() as sub:
                 deadline = time.monotonic() + 30

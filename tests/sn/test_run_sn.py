@@ -10,8 +10,9 @@ import grpc
 import pytest
 
 from swarm.network.sn_client import SNClient, SwarmNetworkError
+from swarm.protos import sn_api_pb2 as pb
 
-from swarm_testing import READY
+from swarm_testing import READY, commit_together
 
 
 def digest(text: str) -> bytes:
@@ -99,11 +100,12 @@ def test_a_round_is_sealed_once_min_peers_check_in_across_two_sn_nodes(sites, st
         assert endpoints["beta/sl-2"] == "127.0.0.1:42002"
 
         merged = digest("merged-1")
-        assert a.commit_merged(1, merged).agreed
-        reply = b.commit_merged(1, merged)
-        assert reply.agreed and reply.ledger_digest == merged
+        # Two of three is a strict majority: both wait for it, then hear it agreed.
+        for reply in commit_together(1, (a, merged), (b, merged)):
+            assert reply.agreed and reply.ledger_digest == merged
         disagree = c.commit_merged(1, digest("something else"))
         assert not disagree.agreed and disagree.ledger_digest == merged
+        assert disagree.verdict == pb.MERGE_DISAGREED
         eventually(lambda: b.status().latest_merged_digest == merged)
         assert a.status().last_sealed_round == 1
 
@@ -167,7 +169,8 @@ def test_the_sentinel_keeps_its_ledger_across_sigkill(sites, start_sn):
         a.check_in(round_number, 50, digest(f"a{round_number}"))
         b.check_in(round_number, 50, digest(f"b{round_number}"))
         assert a.wait_round(round_number, 20).sealed
-        assert a.commit_merged(round_number, digest(f"m{round_number}")).agreed
+        m = digest(f"m{round_number}")
+        assert all(r.agreed for r in commit_together(round_number, (a, m), (b, m)))
     before = a.status()
     a.close()
     b.close()

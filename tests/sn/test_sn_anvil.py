@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from swarm.network.sn_client import SNClient
+from swarm_testing import commit_together
 
 # anvil_url: tests/conftest.py's module-scoped anvil (skips when anvil is not installed).
 
@@ -28,8 +29,8 @@ def test_two_sn_nodes_on_anvil_register_and_seal_a_round(sites, start_sn, anvil_
             assert info.sealed
             assert {p.node_id: p.weight for p in info.participants} == \
                 {"alpha/sl-1": 40, "beta/sl-2": 60}
-        assert a.commit_merged(1, hashlib.sha256(b"m").digest()).agreed
-        assert b.commit_merged(1, hashlib.sha256(b"m").digest()).agreed
+        m = hashlib.sha256(b"m").digest()
+        assert all(r.agreed for r in commit_together(1, (a, m), (b, m)))
 
 
 def test_a_joiner_learns_the_ledger_url_from_the_sentinel(sites, start_sn, anvil_url):

@@ -14,6 +14,7 @@ from swarm.network.sn_client import SNClient, SwarmNetworkError
 from swarm.protos import sn_api_pb2 as pb
 
 from sn_node.service import MAX_PARKED_PER_CALLER
+from swarm_testing import commit_together
 
 
 def digest(text: str) -> bytes:
@@ -43,7 +44,7 @@ def test_round_over_too_far_ahead_busy_and_swarm_done(sites, start_sn):
     a.check_in(1, 50, digest("a1"))
     b.check_in(1, 50, digest("b1"))
     assert a.wait_round(1, 20).sealed
-    assert a.commit_merged(1, digest("m1")).agreed
+    assert all(r.agreed for r in commit_together(1, (a, digest("m1")), (b, digest("m1"))))
 
     late = refused(lambda: b.check_in(1, 50, digest("other")))
     assert (late.reason, late.next_round) == (pb.ROUND_OVER, 2)
@@ -129,7 +130,7 @@ def test_a_restart_between_a_seal_and_its_merge_keeps_the_latest_merged_model(
         b.check_in(round_number, 50, digest(f"b{round_number}"))
         assert a.wait_round(round_number, 20).sealed
         if round_number == 1:
-            assert a.commit_merged(1, digest("m1")).agreed
+            assert all(r.agreed for r in commit_together(1, (a, digest("m1")), (b, digest("m1"))))
     # Round 2 is sealed, not yet merged, when the SN dies.
     a.close()
     b.close()
@@ -144,4 +145,6 @@ def test_a_restart_between_a_seal_and_its_merge_keeps_the_latest_merged_model(
         info = again.wait_round(1, 0.1)
         assert info.sealed and info.merged_digest == digest("m1")
         assert {p.node_id for p in info.participants} == {"alpha/sl-1", "beta/sl-2"}
-        assert again.commit_merged(2, digest("m2")).agreed
+        with SNClient(restarted.target, beta.material("sl"), retry_s=0) as b_again:
+            replies = commit_together(2, (again, digest("m2")), (b_again, digest("m2")))
+        assert all(r.agreed and r.verdict == pb.MERGE_AGREED for r in replies)

@@ -15,8 +15,14 @@
         Storage stays bounded over a long training: a node's check-in and
         participation live in per-node slots that each round overwrites, and a
         round keeps three words (a hash of its participants, weights and update
-        digests; its merged digest; when and in which block it was sealed). The
-        lists themselves are in the RoundSealed event of that block.
+        digests; its merged digest; when and in which block it was sealed, with
+        its merge vote counts), plus one tally word per minority merged digest.
+        The lists themselves are in the RoundSealed event of that block.
+        Merged digest: each participant's first commit is a vote; the round's
+        merged digest is the first one a strict majority of the sealed
+        participants voted for (MergeAgreed), never merely the first committed,
+        so one dishonest participant cannot set it. Once no digest can reach a
+        majority any more the round's merge failed (MergeFailed).
         Gas (measured): see tests/ledger/test_ledger_contract.py; a full 256-id
         checkInAndSeal fits the usual 30M block gas limit.
 """
@@ -51,10 +57,23 @@ WEIGHT_MASK: constant(uint256) = 4294967295  # 2**32 - 1
 PARTICIPANT_FLAG: constant(uint256) = 2**96
 CHECKED_IN_FLAG: constant(uint256) = 2**97  # non-zero even for weight 0
 # A round's meta word: sealedAt | sealedBlock << 64 | checkInCount << 128
-# | participantCount << 192.
+# | votes << 160 | topVotes << 176 | participantCount << 192 (votes: participants
+# that committed a merged digest; topVotes: the most any one digest has).
 BLOCK_SHIFT: constant(uint256) = 64
 COUNT_SHIFT: constant(uint256) = 128
+COUNT_MASK: constant(uint256) = 4294967295  # 2**32 - 1 (check-ins <= MAX_MEMBERS)
+VOTES_SHIFT: constant(uint256) = 160
+TOP_SHIFT: constant(uint256) = 176
+VOTE_MASK: constant(uint256) = 65535
 SIZE_SHIFT: constant(uint256) = 192
+# participantIn: round | VOTED_FLAG once the participant's merged digest was counted.
+VOTED_FLAG: constant(uint256) = 2**64
+
+# mergeStatus() of a round
+MERGE_UNSEALED: constant(uint8) = 0
+MERGE_PENDING: constant(uint8) = 1  # no majority yet, one may still form
+MERGE_AGREED: constant(uint8) = 2   # a strict majority committed rounds[round].merged
+MERGE_FAILED: constant(uint8) = 3   # no digest can reach a majority any more
 
 # Receipt bitmaps (several SN nodes): the first bitmap per (round, phase, node)
 # counts; the set freezes once every participant's is in, or on freezeReceipts by
@@ -80,7 +99,7 @@ struct Member:
 
 struct Round:
     record: bytes32  # keccak256(abi_encode(participants, weights, digests)); empty until sealed
-    merged: bytes32
+    merged: bytes32  # empty until a strict majority of the participants committed it
     meta: uint256
 
 event MemberRegistered:
@@ -118,10 +137,25 @@ event RoundSealed:
     digests: DynArray[bytes32, MAX_PARTICIPANTS]
     by: bytes32
 
+# A participant's vote: its first commit while the round has no agreed digest.
 event MergeCommitted:
     round: indexed(uint64)
     id: indexed(bytes32)
     digest: bytes32
+
+# digest reached a strict majority of the round's participants: it is the round's record.
+event MergeAgreed:
+    round: indexed(uint64)
+    digest: bytes32
+    votes: uint256
+    participants: uint256
+
+# No digest can reach a majority any more (votes counted, the most for one digest).
+event MergeFailed:
+    round: indexed(uint64)
+    votes: uint256
+    topVotes: uint256
+    participants: uint256
 
 event MergeMismatch:
     round: indexed(uint64)
@@ -173,8 +207,12 @@ rounds: HashMap[uint64, Round]
 # id -> its latest check-in (round | weight | flags) and update digest
 checkInMeta: HashMap[bytes32, uint256]
 checkInDigest: HashMap[bytes32, bytes32]
-# id -> the last round it was sealed into (a late commitMerged still finds it)
-participantIn: HashMap[bytes32, uint64]
+# id -> the last round it was sealed into (a late commitMerged still finds it), with
+# VOTED_FLAG once its merged digest was counted
+participantIn: HashMap[bytes32, uint256]
+# keccak256(abi_encode(round, digest)) -> participants that voted for digest; the
+# agreed digest's word is cleared once agreed (rounds[round].merged holds it)
+mergeVotes: HashMap[bytes32, uint256]
 
 # (round, phase) receipt boards in a ring (see RECEIPT_SLOTS), and per node the
 # latest round*4+phase it submitted for (the first bitmap wins).
@@ -304,11 +342,12 @@ def _seal(actor: bytes32, round: uint64, ids: DynArray[bytes32, MAX_PARTICIPANTS
         # A member revoked after checking in must not enter the round.
         assert self.members[id].status != STATUS_REVOKED, "member revoked"
         self.checkInMeta[id] = meta | PARTICIPANT_FLAG
-        self.participantIn[id] = round
+        self.participantIn[id] = r
         weights.append(convert((meta >> WEIGHT_SHIFT) & WEIGHT_MASK, uint32))
         digests.append(self.checkInDigest[id])
     self.lastSealedRound = round
     self.rounds[round].record = keccak256(abi_encode(ids, weights, digests))
+    # Keeps the check-in count; the vote counts start at 0.
     self.rounds[round].meta = (self.rounds[round].meta >> COUNT_SHIFT << COUNT_SHIFT) | block.timestamp \
         | (block.number << BLOCK_SHIFT) | (len(ids) << SIZE_SHIFT)
     log RoundSealed(round=round, participants=ids, weights=weights, digests=digests, by=actor)
@@ -407,28 +446,67 @@ def checkInAndSeal(round: uint64, ids: DynArray[bytes32, MAX_PARTICIPANTS],
 
 
 @internal
+@pure
+def _merge(votes: uint256, top: uint256, size: uint256) -> uint8:
+    """PENDING while some digest can still reach a strict majority, else FAILED (the
+    caller checks for an agreed digest first). Monotone: once failed, always failed."""
+    if 2 * (top + size - votes) > size:
+        return MERGE_PENDING
+    return MERGE_FAILED
+
+
+@internal
 def _commitMerged(round: uint64, id: bytes32, digest: bytes32):
     self._requireController(id)
     assert self.members[id].status != STATUS_REVOKED, "member revoked"
     assert digest != empty(bytes32), "empty digest"
-    assert self.participantIn[id] == round, "not a participant"
+    seat: uint256 = self.participantIn[id]
+    assert seat & ROUND_MASK == convert(round, uint256), "not a participant"
     self.members[id].lastSeen = block.timestamp
     merged: bytes32 = self.rounds[round].merged
-    if merged == empty(bytes32):
+    if merged != empty(bytes32):
+        if merged != digest:
+            # Keep the evidence instead of reverting: auditors need to see it.
+            log MergeMismatch(round=round, id=id, expected=merged, actual=digest)
+        return
+    if seat & VOTED_FLAG != 0:
+        return  # one vote per participant: a retry (or a change of mind) is not counted
+    self.participantIn[id] = seat | VOTED_FLAG
+    log MergeCommitted(round=round, id=id, digest=digest)
+    meta: uint256 = self.rounds[round].meta
+    size: uint256 = meta >> SIZE_SHIFT
+    votes: uint256 = ((meta >> VOTES_SHIFT) & VOTE_MASK) + 1
+    top: uint256 = (meta >> TOP_SHIFT) & VOTE_MASK
+    wasPending: bool = self._merge(votes - 1, top, size) == MERGE_PENDING
+    slot: bytes32 = keccak256(abi_encode(round, digest))
+    count: uint256 = self.mergeVotes[slot] + 1
+    top = max(top, count)
+    self.rounds[round].meta = (meta & ~((VOTE_MASK << VOTES_SHIFT) | (VOTE_MASK << TOP_SHIFT))) \
+        | (votes << VOTES_SHIFT) | (top << TOP_SHIFT)
+    if 2 * count > size:
+        # The first digest with a strict majority is the record; its tally word is freed.
         self.rounds[round].merged = digest
-        log MergeCommitted(round=round, id=id, digest=digest)
-    elif merged != digest:
-        # Keep the evidence instead of reverting: auditors need to see it.
-        log MergeMismatch(round=round, id=id, expected=merged, actual=digest)
+        self.mergeVotes[slot] = 0
+        log MergeAgreed(round=round, digest=digest, votes=count, participants=size)
+        return
+    self.mergeVotes[slot] = count
+    if wasPending and self._merge(votes, top, size) == MERGE_FAILED:
+        log MergeFailed(round=round, votes=votes, topVotes=top, participants=size)
 
 
 @external
-def commitMerged(round: uint64, id: bytes32, digest: bytes32):
-    """Record a participant's merged digest. The first sets the round's merged
-    digest; a differing later one emits MergeMismatch; an equal one is a no-op."""
+def commitMerged(round: uint64, ids: DynArray[bytes32, MAX_PARTICIPANTS],
+                 digests: DynArray[bytes32, MAX_PARTICIPANTS]):
+    """Record participants' merged digests (one batch, one tx). Each participant's first
+    commit while the round has no agreed digest is a vote (MergeCommitted); the first
+    digest a strict majority of the round's participants voted for becomes the round's
+    merged digest (MergeAgreed). Later commits that differ from it emit MergeMismatch;
+    an equal one, or a participant's second vote, is a no-op."""
     self._actor()
+    assert len(digests) == len(ids), "length mismatch"
     assert self.rounds[round].record != empty(bytes32), "round not sealed"
-    self._commitMerged(round, id, digest)
+    for i: uint256 in range(len(ids), bound=MAX_PARTICIPANTS):
+        self._commitMerged(round, ids[i], digests[i])
 
 
 @internal
@@ -454,7 +532,7 @@ def submitReceipts(round: uint64, phase: uint8, id: bytes32, bits: Bytes[MAX_PAR
     actor: bytes32 = self._actor()
     self._requireController(id)
     assert self.members[id].status != STATUS_REVOKED, "member revoked"
-    assert self.participantIn[id] == round, "not a participant"
+    assert self.participantIn[id] & ROUND_MASK == convert(round, uint256), "not a participant"
     slot: uint256 = 0
     word: uint256 = 0
     slot, word = self._board(round, phase)
@@ -552,4 +630,27 @@ def roundInfo(round: uint64) -> (bool, bytes32, bytes32, uint256, uint256, uint2
     keccak256(abi_encode(participants, weights, digests)) equals the record hash."""
     r: Round = self.rounds[round]
     return (r.record != empty(bytes32), r.record, r.merged, r.meta & ROUND_MASK,
-            (r.meta >> BLOCK_SHIFT) & ROUND_MASK, (r.meta >> COUNT_SHIFT) & ROUND_MASK)
+            (r.meta >> BLOCK_SHIFT) & ROUND_MASK, (r.meta >> COUNT_SHIFT) & COUNT_MASK)
+
+
+@external
+@view
+def mergeStatus(round: uint64) -> (uint8, bytes32, uint256, uint256, uint256):
+    """(status, agreed digest, votes, most votes for one digest, participants) of a
+    round's merged digest; status 0 unsealed, 1 pending, 2 agreed, 3 failed."""
+    r: Round = self.rounds[round]
+    if r.record == empty(bytes32):
+        return MERGE_UNSEALED, empty(bytes32), 0, 0, 0
+    votes: uint256 = (r.meta >> VOTES_SHIFT) & VOTE_MASK
+    top: uint256 = (r.meta >> TOP_SHIFT) & VOTE_MASK
+    size: uint256 = r.meta >> SIZE_SHIFT
+    if r.merged != empty(bytes32):
+        return MERGE_AGREED, r.merged, votes, top, size
+    return self._merge(votes, top, size), empty(bytes32), votes, top, size
+
+
+@external
+@view
+def votesFor(round: uint64, digest: bytes32) -> uint256:
+    """Votes for a digest that has not (yet) been agreed."""
+    return self.mergeVotes[keccak256(abi_encode(round, digest))]
