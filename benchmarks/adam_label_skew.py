@@ -21,7 +21,18 @@ and, for reference, one model trained on all the data for as many steps (central
 `--iid` splits the same data at random instead (similar sites); `--nodes`, `--epochs`
 change the number of sites and the training length; `--modes` picks the rows.
 
+The rounds above are lockstep from a common start. `--real` runs them as the real test
+does instead (tests/sl/digits_user_torch.py under real SL nodes; seed 0 is that script's
+seeds, and reproduces its accuracy): each node starts from its own init
+(torch.manual_seed(node)) and the BEGIN round averages them (`--init common`: node 0's
+for all); a node syncs only after a full syncFrequency batches, trains its last batches
+and contributes its final update (snapshot) from the next round on; the last node to
+finish ends the swarm, and its final update is merged into the final model first
+(`--drop-last`: not merged, as the SL node did before: the final model is then the
+larger site's last rounds over the smaller sites' stale snapshots).
+
     .venv/bin/python benchmarks/adam_label_skew.py [--seeds 4] [--iid] [--nodes 3] [--epochs 6]
+    .venv/bin/python benchmarks/adam_label_skew.py --real [--init common] [--drop-last] --modes plain,default
 """
 
 from __future__ import annotations
@@ -140,6 +151,60 @@ def swarm(mode: str, seed: int, sites, test) -> float:
     return accuracy(models[0], test)
 
 
+def swarm_real(mode: str, seed: int, sites, test, init: str = "mean",
+               drop_last: bool = False) -> float:
+    """The real test's schedule (see the module docstring); `mode`: plain or a RULES row."""
+    models, batches = [], []
+    for i, (_, y) in enumerate(sites):  # the script's order: seed, model, then batches
+        torch.manual_seed(seed * 100 + i)
+        models.append(torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(),
+                                          torch.nn.Linear(32, 10)))
+        batches.append([idx for _ in range(EPOCHS) for idx in torch.randperm(len(y)).split(BATCH)])
+    inits = [flat(m) for m in models]
+    merged = np.mean(inits, axis=0, dtype=np.float32) if init == "mean" else inits[0]
+    for model in models:
+        load(model, merged)
+    optimizers = [torch.optim.Adam(m.parameters()) for m in models]
+    steps = [AdaptiveStep(np.ones(merged.size, dtype=bool), *RULES[mode]) if mode in RULES
+             else None for _ in models]
+    round_no, position, final = 1, [0] * len(models), [None] * len(models)
+    for step in steps:
+        if step:
+            step.loaded(merged, round_no)
+    while True:
+        sent = []
+        for i, model in enumerate(models):
+            if final[i] is not None:  # finished: its snapshot, every round
+                sent.append(final[i])
+                continue
+            x, y = sites[i]
+            chunk = batches[i][position[i]:position[i] + SYNC]
+            for idx in chunk:
+                optimizers[i].zero_grad()
+                torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+                optimizers[i].step()
+            position[i] += len(chunk)
+            update = flat(model)
+            if steps[i]:
+                update = steps[i].outgoing(update, len(models))
+            sent.append(update)
+            if position[i] >= len(batches[i]):  # on_train_end: from now on a snapshot
+                final[i] = update
+        if all(f is not None for f in final) and drop_last:
+            break  # the last one's final update never merged
+        merged = np.mean(sent, axis=0, dtype=np.float32)
+        round_no += 1
+        if all(f is not None for f in final):
+            break
+        for i, model in enumerate(models):
+            if steps[i]:
+                steps[i].loaded(merged, round_no)
+            if final[i] is None:
+                load(model, merged)
+    load(models[0], merged)
+    return accuracy(models[0], test)
+
+
 def central(seed: int, sites, test) -> float:
     x = torch.cat([s[0] for s in sites])
     y = torch.cat([s[1] for s in sites])
@@ -165,18 +230,25 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=NODES)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--modes", default="plain,reset,fedrs,scaled,unbounded,bounded0.8,default,central")
+    parser.add_argument("--real", action="store_true", help="the real test's schedule")
+    parser.add_argument("--init", choices=("mean", "common"), default="mean")
+    parser.add_argument("--drop-last", action="store_true")
     args = parser.parse_args()
     NODES, EPOCHS = args.nodes, args.epochs
     torch.set_num_threads(1)
     sites, test = data(args.iid)
     split = "random (iid)" if args.iid else "by label"
+    schedule = (f"real schedule, {args.init} init, the last update "
+                f"{'dropped' if args.drop_last else 'merged'}" if args.real else "lockstep")
     print(f"digits split {split} over {NODES} sites, Adam (defaults), sync every {SYNC} "
-          f"batches, {EPOCHS} epochs; held-out accuracy over {args.seeds} seeds")
+          f"batches, {EPOCHS} epochs, {schedule}; held-out accuracy over {args.seeds} seeds")
     print(f"{'what a node sends':<12} {'median':>7} {'min':>6} {'max':>6}")
     for mode in args.modes.split(","):
-        runs = [central(s, sites, test) if mode == "central" else swarm(mode, s, sites, test)
-                for s in range(args.seeds)]
-        print(f"{mode:<12} {statistics.median(runs):7.3f} {min(runs):6.3f} {max(runs):6.3f}",
+        runs = [central(s, sites, test) if mode == "central"
+                else swarm_real(mode, s, sites, test, args.init, args.drop_last) if args.real
+                else swarm(mode, s, sites, test) for s in range(args.seeds)]
+        print(f"{mode:<12} {statistics.median(runs):7.3f} {min(runs):6.3f} {max(runs):6.3f}  "
+              f"(seed 0: {runs[0]:.3f})",
               flush=True)
 
 

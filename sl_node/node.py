@@ -274,6 +274,13 @@ class SwarmLearningNode:
         if mode not in CHECKIN_MODES:
             raise SessionError(f"checkin_model_on_train_end {mode!r} is not one of "
                                f"{', '.join(CHECKIN_MODES)}")
+        status = self.sn.status()
+        if (mode == "snapshot" and flat is not None and not self._done(status)
+                and status.finished + 1 >= max(1, self.min_peers)):
+            # The last node to finish ends the swarm: merge its final model (with the
+            # others' snapshots) first, or its training since its last sync is lost.
+            # Digits by label, Adam: 0.41 -> 0.58 (benchmarks/adam_label_skew.py --real).
+            self._round(flat, weight, status)
         self.sn.mark_finished()
         log.info("training finished here (%s); waiting until %d nodes have finished",
                  mode, self.min_peers)

@@ -4,11 +4,11 @@ far above the best site alone. Real processes, mTLS, the embedded ledger.
 
 With Adam at its defaults (what most scripts write) and with SGD: Adam's per-coordinate
 steps need the callback's adamStepScaling, on by default (README, "Defaults"). With SGD the
-issue's goal holds (0.3 above the best site alone). With Adam the default we ship is the one
-that is safe on similar sites too (a stronger momentum passed this case but collapsed on
-long IID runs of 8 nodes: 0.39 against 0.89 for plain averaging), and it ends 0.06-0.3 above
-the best site alone here (0.42-0.47 PyTorch, 0.64 Keras against 0.36): the goal of 0.3 is not
-met for Adam yet (issue 8 stays open), so Adam is only held to the best site alone."""
+issue's goal holds (0.3 above the best site alone). With Adam it does not yet: 0.60
+PyTorch, 0.565 Keras against 0.36 (the last node to finish now merges its final update
+into the final model; before, 0.42-0.47 PyTorch). benchmarks/adam_label_skew.py --real
+reproduces the PyTorch run (seed 0) and, over 8 seeds, gives 0.44-0.60 (median 0.58):
+Adam is held to 0.15 above the best site alone, and issue 8 stays open for 0.3."""
 
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 from swarm_testing import REPO
 
 # The margin each optimizer must keep above the best site alone (see the docstring).
-MARGIN = {"sgd": 0.3, "adam": 0.0}
+MARGIN = {"sgd": 0.3, "adam": 0.15}
 
 
 def accuracy(model_dir) -> dict:
