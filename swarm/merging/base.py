@@ -131,10 +131,12 @@ def weighted_sum(updates: np.ndarray, coeffs: np.ndarray,
         part = tmp[:width]
         for c, i in zip(coeffs, rows):
             if offset is None:
-                part[...] = updates[i, block]
+                # float64(x) * c in one pass (the same operations as widening, then
+                # multiplying: the same bits).
+                np.multiply(updates[i, block], np.float64(c), out=part, dtype=np.float64)
             else:
                 np.subtract(updates[i, block], offset[block], out=part)
-            part *= c
+                part *= c
             acc += part
         if not wide:
             out[block] = acc
