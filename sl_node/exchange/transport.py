@@ -28,8 +28,9 @@ _M_MMAP_THRESHOLD = -3
 # copy of it, the received bytes) then reuse heap memory that is already mapped,
 # instead of an mmap, a page fault and a zeroed page per 4 KiB and a munmap each, which
 # cost about a quarter of a 45 MB round's CPU with 1 MiB chunks. Per-chunk Python work
-# stays small next to the bytes (about 240 chunks per 45 MB).
-CHUNK_BYTES = MMAP_THRESHOLD_BYTES * 3 // 4
+# stays small next to the bytes (about 190 chunks per 45 MB). The margin covers the
+# few bytes of framing and allocator headers each of those buffers adds.
+CHUNK_BYTES = MMAP_THRESHOLD_BYTES - (8 << 10)
 # Transfers get a floor rate for their deadlines: far below loopback or LAN speed,
 # so only a peer that stopped answering hits it.
 MIN_RATE_BYTES_S = 20e6
