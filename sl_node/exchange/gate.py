@@ -94,13 +94,17 @@ def receive_into(chunks, total: int, who: str, out: memoryview, counter: ByteCou
         raise WeightsError(f"{who} announced {total} bytes for a range of {len(out)}")
 
     def data():
-        for chunk in chunks:
-            if not isinstance(chunk, memoryview):  # a view of gRPC's bytes: no copy
-                if chunk.WhichOneof("part") != "data":
-                    raise WeightsError(f"{who} sent a second header in one stream")
-                chunk = chunk.data
-            counter.add(received=len(chunk))
-            yield chunk
+        received = 0
+        try:
+            for chunk in chunks:
+                if not isinstance(chunk, memoryview):  # a view of gRPC's bytes: no copy
+                    if chunk.WhichOneof("part") != "data":
+                        raise WeightsError(f"{who} sent a second header in one stream")
+                    chunk = chunk.data
+                received += len(chunk)
+                yield chunk
+        finally:  # counted once per push, not under the lock per chunk
+            counter.add(received=received)
 
     return codec.decode_into(data(), out, who, max_bytes)
 

@@ -12,25 +12,28 @@ import grpc
 
 from swarm.network.wire import chunk_deserializer, chunk_serializer
 from swarm.protos import sl_api_pb2 as pb
-from swarm.tensors import DEFAULT_CHUNK_BYTES
 
-CHUNK_BYTES = DEFAULT_CHUNK_BYTES
 SERVICE = pb.DESCRIPTOR.services_by_name["SwarmLearningPeer"].full_name
 _DATA_FIELD = pb.ExchangeChunk.DESCRIPTOR.fields_by_name["data"].number
 SERIALIZE_CHUNKS = chunk_serializer(_DATA_FIELD)
 # Data chunks arrive as views of gRPC's bytes, without protobuf's copy of each.
 DESERIALIZE_CHUNKS = chunk_deserializer(pb.ExchangeChunk, _DATA_FIELD)
-# Transfers get a floor rate for their deadlines: far below loopback or LAN speed,
-# so only a peer that stopped answering hits it.
-MIN_RATE_BYTES_S = 20e6
-
-
 # glibc serves a freed 1 MiB chunk's size from the heap after the first one is
 # freed (its dynamic mmap threshold), and every gRPC thread's heap then keeps its
 # peak: about 1.7 model sizes more per SL node at 45 MB (benchmarks/sl_memory.py).
 # Chunks from mmap go back to the system when freed.
 MMAP_THRESHOLD_BYTES = 256 << 10
 _M_MMAP_THRESHOLD = -3
+# Chunks stay below that threshold: a chunk's buffers (the serialized message, gRPC's
+# copy of it, the received bytes) then reuse heap memory that is already mapped,
+# instead of an mmap, a page fault and a zeroed page per 4 KiB and a munmap each, which
+# cost about a quarter of a 45 MB round's CPU with 1 MiB chunks. Per-chunk Python work
+# stays small next to the bytes (about 190 chunks per 45 MB). The margin covers the
+# few bytes of framing and allocator headers each of those buffers adds.
+CHUNK_BYTES = MMAP_THRESHOLD_BYTES - (8 << 10)
+# Transfers get a floor rate for their deadlines: far below loopback or LAN speed,
+# so only a peer that stopped answering hits it.
+MIN_RATE_BYTES_S = 20e6
 
 
 def return_chunks_to_the_system() -> bool:
@@ -134,9 +137,13 @@ class Transport:
     def chunks(self, header: pb.ExchangeHeader, data: memoryview, codec):
         """The stream of one push: its header, then the codec's chunks of data."""
         yield pb.ExchangeChunk(header=header)
-        for chunk in codec.encode(data, CHUNK_BYTES):
-            self.counter.add(sent=len(chunk))
-            yield chunk  # sent as ExchangeChunk.data by SERIALIZE_CHUNKS, one copy
+        sent = 0
+        try:
+            for chunk in codec.encode(data, CHUNK_BYTES):
+                sent += len(chunk)
+                yield chunk  # sent as ExchangeChunk.data by SERIALIZE_CHUNKS, one copy
+        finally:  # counted once per push, not under the lock per chunk
+            self.counter.add(sent=sent)
 
 
 @dataclass

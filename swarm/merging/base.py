@@ -56,6 +56,8 @@ class MergeMethod(Protocol):
 
 # Column-block size: about 8 MiB of float64 per block whatever n is.
 _BLOCK_VALUES = 1 << 20
+# weighted_sum's block: 256 KiB of float64, twice (the row's values and the sum).
+_SUM_BLOCK_VALUES = 1 << 15
 
 
 def check_inputs(updates: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -122,19 +124,23 @@ def weighted_sum(updates: np.ndarray, coeffs: np.ndarray,
     if out is None:
         out = np.empty(d, dtype=np.float64)
     wide = out.dtype == np.float64
-    tmp = np.empty(min(d, max(1, _BLOCK_VALUES // max(n, 1))), dtype=np.float64)
+    # Blocks of one row's width: the float64 block and its sum stay in the core's
+    # cache across the n rows (elementwise, so the blocking changes no bit).
+    tmp = np.empty(min(d, _SUM_BLOCK_VALUES), dtype=np.float64)
     scratch = None if wide else np.empty_like(tmp)
-    for block in column_blocks(n, d):
+    for block in column_blocks(1, d, _SUM_BLOCK_VALUES):
         width = block.stop - block.start
         acc = out[block] if wide else scratch[:width]
         acc[...] = 0.0
         part = tmp[:width]
         for c, i in zip(coeffs, rows):
             if offset is None:
-                part[...] = updates[i, block]
+                # float64(x) * c in one pass (the same operations as widening, then
+                # multiplying: the same bits).
+                np.multiply(updates[i, block], np.float64(c), out=part, dtype=np.float64)
             else:
                 np.subtract(updates[i, block], offset[block], out=part)
-            part *= c
+                part *= c
             acc += part
         if not wide:
             out[block] = acc
