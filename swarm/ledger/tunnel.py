@@ -8,6 +8,9 @@ provider differs.
 
 from __future__ import annotations
 
+import logging
+import time
+
 import grpc
 from web3.providers.base import JSONBaseProvider
 from web3.types import RPCEndpoint, RPCResponse
@@ -15,6 +18,8 @@ from web3.types import RPCEndpoint, RPCResponse
 from swarm.identity import TlsMaterial
 from swarm.protos import sn_api_pb2 as pb
 from swarm.protos import sn_api_pb2_grpc as pb_grpc
+
+log = logging.getLogger("swarm.ledger.tunnel")
 
 
 class LedgerTunnelProvider(JSONBaseProvider):
@@ -26,15 +31,23 @@ class LedgerTunnelProvider(JSONBaseProvider):
         self._timeout_s = timeout_s
         self._channel = tls.secure_channel(target, peer_role="sn")
         self._stub = pb_grpc.LedgerPeerStub(self._channel)
+        self.requests = 0  # requests carried, and the slowest one: what an audit costs the sentinel
+        self.slowest = (0.0, "")
 
     def make_request(self, method: RPCEndpoint, params) -> RPCResponse:
         payload = self.encode_rpc_request(method, params)
+        started = time.perf_counter()
         try:
             reply = self._stub.Call(pb.LedgerRpcRequest(payload=payload), timeout=self._timeout_s)
         except grpc.RpcError as error:
             raise ConnectionError(
-                f"ledger request {method} through the sentinel at {self.target} failed: "
-                f"{error.code().name}: {error.details()}") from None
+                f"ledger request {method} through the sentinel at {self.target} failed after "
+                f"{time.perf_counter() - started:.1f} s: {error.code().name}: {error.details()}") from None
+        took = time.perf_counter() - started
+        self.requests += 1
+        if took > self.slowest[0]:
+            self.slowest = (took, str(method))
+        log.debug("%s through %s: %.3f s", method, self.target, took)
         return self.decode_rpc_response(reply.payload)
 
     def is_connected(self, show_traceback: bool = False) -> bool:
