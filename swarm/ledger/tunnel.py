@@ -8,6 +8,7 @@ provider differs.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -33,9 +34,20 @@ class LedgerTunnelProvider(JSONBaseProvider):
         self._stub = pb_grpc.LedgerPeerStub(self._channel)
         self.requests = 0  # requests carried, and the slowest one: what an audit costs the sentinel
         self.slowest = (0.0, "")
+        # web3 asks eth_chainId before every eth_call and transaction (two of three requests
+        # an audit makes); a chain's id never changes, so it crosses the tunnel once.
+        self._chain_id: str | None = None
 
     def make_request(self, method: RPCEndpoint, params) -> RPCResponse:
         payload = self.encode_rpc_request(method, params)
+        if method == "eth_chainId" and self._chain_id is not None:
+            return RPCResponse(jsonrpc="2.0", id=json.loads(payload)["id"], result=self._chain_id)
+        response = self._send(method, payload)
+        if method == "eth_chainId" and isinstance(response.get("result"), str):
+            self._chain_id = response["result"]
+        return response
+
+    def _send(self, method: RPCEndpoint, payload: bytes) -> RPCResponse:
         started = time.perf_counter()
         try:
             reply = self._stub.Call(pb.LedgerRpcRequest(payload=payload), timeout=self._timeout_s)
@@ -52,7 +64,9 @@ class LedgerTunnelProvider(JSONBaseProvider):
 
     def is_connected(self, show_traceback: bool = False) -> bool:
         try:
-            return "result" in self.make_request(RPCEndpoint("eth_chainId"), [])
+            # Over the wire, never the cached id: this asks whether the sentinel answers.
+            method = RPCEndpoint("eth_chainId")
+            return "result" in self._send(method, self.encode_rpc_request(method, []))
         except ConnectionError:
             if show_traceback:
                 raise
