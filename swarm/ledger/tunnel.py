@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 
 import grpc
 from web3.providers.base import JSONBaseProvider
@@ -32,7 +33,8 @@ class LedgerTunnelProvider(JSONBaseProvider):
         self._timeout_s = timeout_s
         self._channel = tls.secure_channel(target, peer_role="sn")
         self._stub = pb_grpc.LedgerPeerStub(self._channel)
-        self.requests = 0  # requests carried, and the slowest one: what an audit costs the sentinel
+        # Requests carried, by method, and the slowest one: what an audit costs the sentinel.
+        self.requests: Counter[str] = Counter()
         self.slowest = (0.0, "")
         # web3 asks eth_chainId before every eth_call and transaction (two of three requests
         # an audit makes); a chain's id never changes, so it crosses the tunnel once.
@@ -56,7 +58,7 @@ class LedgerTunnelProvider(JSONBaseProvider):
                 f"ledger request {method} through the sentinel at {self.target} failed after "
                 f"{time.perf_counter() - started:.1f} s: {error.code().name}: {error.details()}") from None
         took = time.perf_counter() - started
-        self.requests += 1
+        self.requests[str(method)] += 1
         if took > self.slowest[0]:
             self.slowest = (took, str(method))
         log.debug("%s through %s: %.3f s", method, self.target, took)
