@@ -137,7 +137,9 @@ class _Reader:
     def decode(self, log: dict) -> LedgerEvent | None:
         return _c.decode_event(self._by_topic, self.address, log)
 
-    def logs(self, start: int, end: int, chunk: int = 5_000) -> list[LedgerEvent]:
+    def logs(self, start: int, end: int, chunk: int = 1_000) -> list[LedgerEvent]:
+        # Bounded ranges: each request stays short (a tunnelled one holds the sentinel's
+        # chain lock block by block, and has a per-request deadline).
         out: list[LedgerEvent] = []
         while start <= end:
             stop = min(end, start + chunk - 1)

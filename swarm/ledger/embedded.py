@@ -401,6 +401,19 @@ def _jsonable(value: Any, key: str | None = None) -> Any:
     return str(value)
 
 
+def _topics_match(wanted: list, topics: list[str]) -> bool:
+    """JSON-RPC topic filter: position i is None (any), one topic, or a list of alternatives."""
+    if len(wanted) > len(topics):
+        return False
+    for want, have in zip(wanted, topics):
+        if want is None:
+            continue
+        options = [want] if isinstance(want, str) else want
+        if have.lower() not in {o.lower() for o in options if o is not None}:
+            return False
+    return True
+
+
 def _rpc_error(rid: Any, code: int, message: str) -> dict:
     return {"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": message}}
 
@@ -586,6 +599,57 @@ class EmbeddedChain:
             out = self._handle_one(payload)
         return json.dumps(out, separators=(",", ":")).encode()
 
+    def _get_logs(self, params: list) -> list[dict] | None:
+        """``eth_getLogs`` by reading each block of the range once (None: leave it to eth-tester).
+
+        eth-tester finds each receipt by scanning back from the head, so one eth_getLogs
+        costs (head - from) block reads per transaction: minutes, under the chain's lock,
+        for a few hundred rounds, and every SN's transaction waits behind it. The lock is
+        taken per block so a long range does not stall the swarm either.
+        """
+        if len(params) != 1 or not isinstance(params[0], dict) or "blockHash" in params[0]:
+            return None
+        query = params[0]
+        with self._lock:
+            head = self._chain.get_canonical_head().block_number
+
+        def number(tag: Any) -> int:
+            if tag is None or tag in ("latest", "pending", "safe", "finalized"):
+                return head
+            if tag == "earliest":
+                return 0
+            return int(tag, 16) if isinstance(tag, str) else int(tag)
+
+        start, end = number(query.get("fromBlock")), min(number(query.get("toBlock")), head)
+        if start < 0:
+            raise ValueError(f"fromBlock {start} is negative")
+        address = query.get("address")
+        addresses = None if address is None else {
+            a.lower() for a in ([address] if isinstance(address, str) else address)}
+        topics = query.get("topics") or []
+        out: list[dict] = []
+        for n in range(start, end + 1):
+            with self._lock:
+                block = self._chain.get_canonical_block_by_number(n)
+                receipts = block.get_receipts(self._chain.chaindb)
+            index = 0
+            for tx_index, (tx, receipt) in enumerate(zip(block.transactions, receipts)):
+                for entry in receipt.logs:
+                    log_index, index = index, index + 1
+                    entry_address = to_checksum_address(entry.address)
+                    entry_topics = ["0x" + t.to_bytes(32, "big").hex() for t in entry.topics]
+                    if addresses is not None and entry_address.lower() not in addresses:
+                        continue
+                    if not _topics_match(topics, entry_topics):
+                        continue
+                    out.append({"address": entry_address, "topics": entry_topics,
+                                "data": "0x" + bytes(entry.data).hex(), "blockNumber": hex(n),
+                                "blockHash": "0x" + block.header.hash.hex(),
+                                "transactionHash": "0x" + tx.hash.hex(),
+                                "transactionIndex": hex(tx_index), "logIndex": hex(log_index),
+                                "removed": False})
+        return out
+
     def _handle_one(self, req: Any) -> dict:
         if not isinstance(req, dict) or not isinstance(req.get("method"), str):
             return _rpc_error(req.get("id") if isinstance(req, dict) else None, -32600, "invalid request")
@@ -595,6 +659,13 @@ class EmbeddedChain:
                                            "(read-only methods and eth_sendRawTransaction only)")
         if not isinstance(params, list):
             return _rpc_error(rid, -32602, f"{method}: params must be a list")
+        if method == "eth_getLogs":
+            try:
+                logs = self._get_logs(params)
+            except Exception as exc:  # noqa: BLE001 - bad params or pruned blocks: an error, not a crash
+                return _rpc_error(rid, -32602, f"{method}: {type(exc).__name__}: {exc}")
+            if logs is not None:
+                return {"jsonrpc": "2.0", "id": rid, "result": logs}
         try:
             resp = self._rpc(method, params)
         except Exception as exc:  # noqa: BLE001 - bad params must not crash the SN

@@ -88,3 +88,31 @@ def test_joining_sn_works_through_the_restricted_endpoint(swarm, tmp_path):
     assert [e.name for e in events] == ["MemberRegistered", "Configured", "CheckedIn", "CheckedIn", "RoundSealed"]
     assert nxt == chain.block_number + 1
     assert joiner.member("site5/sn-1").endpoint == "10.0.0.5:30304"
+
+
+def test_get_logs_reads_each_block_once_and_matches_eth_tester(swarm):
+    """eth_getLogs for remote SNs (swarm ledger --sn) is served from the blocks directly
+    (eth-tester's scans back from the head per receipt: quadratic in the history) and
+    answers exactly what eth-tester answers."""
+    chain, sentinel = swarm.chain, swarm.sn1
+    sentinel.configure(2, "{}")
+    sentinel.check_in(1, SLS1[:1], [1], [digest("a")])
+    head = chain.block_number
+    first = chain.w3.eth.get_logs({"address": sentinel.address, "fromBlock": 0, "toBlock": head})
+    assert len(first) >= 3
+    topic = "0x" + bytes(first[-1]["topics"][0]).hex()
+    queries = [{"address": sentinel.address, "fromBlock": "0x0", "toBlock": "latest"},
+               {"fromBlock": hex(head - 1), "toBlock": hex(head)},
+               {"address": [sentinel.address], "fromBlock": "0x0", "topics": [topic]},
+               {"fromBlock": "0x0", "toBlock": hex(head), "topics": [None, "0x" + "00" * 32]}]
+    for query in queries:
+        served = rpc(chain, "eth_getLogs", [query])["result"]
+        ours = {k: v for k, v in query.items()}
+        expected = chain.w3.eth.get_logs(ours)
+        assert [(log["blockNumber"], log["transactionHash"], log["topics"], log["data"], log["address"])
+                for log in served] == [
+            (hex(e["blockNumber"]), "0x" + bytes(e["transactionHash"]).hex(),
+             ["0x" + bytes(t).hex() for t in e["topics"]], "0x" + bytes(e["data"]).hex(), e["address"])
+            for e in expected], query
+    assert rpc(chain, "eth_getLogs", [{"fromBlock": "0x0"}])["result"]  # no address: every contract
+    assert rpc(chain, "eth_getLogs", [{"fromBlock": "zz"}])["error"]["code"] == -32602

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import time
 
 import pytest
 
@@ -51,5 +52,7 @@ def test_honest_nodes_on_two_sns_finish_identical_despite_a_byzantine_fourth(
     frozen = [b for r in report.rounds for b in r.receipts if b["frozen_count"] is not None]
     assert frozen, [r.receipts for r in report.rounds]
     assert ledger_main(["verify", "--data-dir", str(sentinel.data_dir)]) == 0
+    started = time.perf_counter()
     assert ledger_main(["verify", "--sn", sentinel.target, "--sn-p2p-port", str(sentinel.p2p_port),
                         *four_sites[1].tls_args("sn")]) == 0
+    print(f"verify --sn: {time.perf_counter() - started:.1f} s")
