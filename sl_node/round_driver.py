@@ -73,6 +73,9 @@ class RoundOutcome:
     # round metrics_round (0: none). They reach the node after that round's outcome
     # was recorded, so they ride on the node's next outcome, whatever its status.
     metrics: dict[str, float] = field(default_factory=dict)
+    # shardReplicas > 1: owners whose merged shard the other owners outvoted (node id ->
+    # which shards); they sent the others a different range than the majority.
+    outvoted: dict[str, str] = field(default_factory=dict)
     metrics_round: int = 0
 
     @property
@@ -224,6 +227,7 @@ class RoundDriver:
             merged, merged_digest, merged_hashes = result
             # Updates refused or missing during the exchange, beside late check-ins.
             dropped.update(getattr(result, "dropped", None) or {})
+            outvoted = dict(getattr(result, "outvoted", None) or {})
             if len(contributors) == 1:
                 # Not a merge: the one update is passed on as it is; say so plainly.
                 log.warning("round %d: only %s sent an update: every node takes its model "
@@ -279,7 +283,8 @@ class RoundDriver:
                 participants, contributors, dropped, control_s, exchange_s, before,
                 merged_digest=merged_digest.hex(),
                 agreed={"agreed": True, "disagreed": False}.get(verdict),  # None: pending
-                healed_from=healed_from, merge_verdict=verdict, **divergence)
+                healed_from=healed_from, merge_verdict=verdict, outvoted=outvoted,
+                **divergence)
             if healed_from:
                 merged_digest = bytes(reply.ledger_digest)
             size = self.layout.nbytes or 1

@@ -59,6 +59,11 @@ def test_a_lying_owner_corrupts_one_owner_per_shard_and_is_outvoted_by_three(
         else:  # outvoted: delta's lie reached nobody, not even a divergence to heal
             assert digests[LIAR] == digests[honest[0]], (round_number, digests)
             assert not any(merged[i][round_number]["diverged"] for i in range(4))
+            # Every honest node's record names the one owner the others outvoted: delta.
+            named = {tuple(merged[i][round_number]["outvoted"]) for i in honest}
+            assert len(named) == 1 and len(next(iter(named))) == 1, (round_number, named)
+        if replicas == 1:
+            assert not any(merged[i][round_number]["outvoted"] for i in range(4))
     results = [json.loads((tmp_path / f"model-{i}" / "result.json").read_text())
                for i in range(4)]
     assert len({results[i]["weights_sha256"] for i in honest}) == 1, results
