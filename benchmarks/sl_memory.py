@@ -95,13 +95,7 @@ def run(certs: Path, tmp: Path, nodes: int, model_bytes: int, rounds: int,
                        sl_args=["--peer-timeout", "30"], on_line=memory.on_line)
     memory.swarm = swarm
     with swarm:
-        try:
-            codes = swarm.wait(RUN_TIMEOUT_S, tick=memory.tick)
-        except TimeoutError as error:
-            raise RuntimeError(f"{error}; an SL node's last lines:\n{swarm.tail(0, 10)}") from None
-        failed = [i for i, code in enumerate(codes) if code != 0]
-        if failed:
-            raise RuntimeError("an SL node failed:\n" + swarm.tail(failed[0], 30))
+        swarm.wait_ok(RUN_TIMEOUT_S, tick=memory.tick)
     return memory
 
 

@@ -104,13 +104,7 @@ def measure_swarm(certs, tmp: Path, nodes: int, model_bytes: int, rounds: int,
     with swarm:
         on_sn(SimpleNamespace(target=f"{sn_ip}:{swarm.sn_api_port}", api_port=swarm.sn_api_port,
                               proc=swarm.sn))
-        try:
-            codes = swarm.wait(RUN_TIMEOUT_S, tick=memory.tick)
-        except TimeoutError as error:
-            raise RuntimeError(f"{error}; an SL node's last lines:\n{swarm.tail(0, 10)}") from None
-        failed = [i for i, code in enumerate(codes) if code != 0]
-        if failed:
-            raise RuntimeError("an SL node failed:\n" + swarm.tail(failed[0], 30))
+        swarm.wait_ok(RUN_TIMEOUT_S, tick=memory.tick)
         if os.environ.get("SL_LOG_LEVEL") == "DEBUG":  # the exchange's phase timings
             for node, sl in enumerate(swarm.sls):
                 sys.stderr.writelines(f"node {node}: {line}\n" for line in sl.lines

@@ -438,6 +438,18 @@ class LocalSwarm:
             raise TimeoutError(f"the swarm did not finish within {timeout_s:.0f} s; "
                                f"logs in {self.logs}") from None
 
+    def wait_ok(self, timeout_s: float = PROCESS_TASK_TIMEOUT_S,
+                tick: Callable[[], None] | None = None) -> None:
+        """wait(), then RuntimeError with the failing node's last lines unless every SL
+        node exited 0 (for benchmarks: a failed run must not print a table)."""
+        try:
+            codes = self.wait(timeout_s, tick=tick)
+        except TimeoutError as error:
+            raise RuntimeError(f"{error}; an SL node's last lines:\n{self.tail(0, 10)}") from None
+        failed = [i for i, code in enumerate(codes) if code != 0]
+        if failed:
+            raise RuntimeError("an SL node failed:\n" + self.tail(failed[0], 30))
+
     def stop(self) -> None:
         """Stops every live process: the SL nodes, then the sentinel they need until gone."""
         stop_all(self.sls)
