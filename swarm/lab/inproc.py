@@ -14,6 +14,8 @@ channel here is an ``InProcChannel`` to a shared ``RoundHub`` instead of a
   order the ledger lists a LocalSwarm's participants (by member key), exactly as an SL
   node calls the merge method, shard by shard with the all-reduce summed in participant
   order for distance-based methods, and casts to the wire dtype; every node loads it;
+- a node finishing in snapshot mode first takes part in one more round with its final
+  model (as its SL node does);
 - once every node has finished, each gets the last merged model as the final one.
 
 The learning is deterministic from the seed: threads only wait for one another, every
@@ -123,6 +125,9 @@ class RoundHub:
 
     def finish(self, index: int, flat: np.ndarray, weight: int,
                mode: str) -> tuple[pb.SyncResult, np.ndarray | None]:
+        if mode == "snapshot" and flat is not None:
+            # As the SL node does: the final model goes into one more round first.
+            self.sync(index, flat, weight)
         with self._lock:
             if mode == "inactive":
                 contribution = (None, 0, mode)

@@ -30,8 +30,9 @@ def test_a_swarm_of_iid_nodes_learns_the_digits(tmp_path):
     assert result["accuracy"] > 0.9
     assert result["node_samples"] == [350, 349, 349, 349]
     assert result["train_samples"] == 1397
-    # 350 samples / 16 per batch = 22 batches a epoch, a sync every 8: 27 + the start round.
-    assert result["rounds"] == 28
+    # 350 samples / 16 per batch = 22 batches a epoch, a sync every 8: 27 + the start round
+    # + the final models' round (snapshot).
+    assert result["rounds"] == 29
     assert result["model"] == "mlp-64-32-10"
 
 
