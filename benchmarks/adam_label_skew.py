@@ -14,8 +14,11 @@ a site that has finished keeps contributing its final model (checkinModelOnTrain
 - scaled:    swarm.callback.adaptive_step.AdaptiveStep without momentum (peers x update)
 - unbounded: peers x update + momentum 0.8, without the length bound (the first default)
 - bounded0.8: the same, no longer than peers x the node's own step
-- default:   AdaptiveStep as the callback uses it (peers x update + momentum 0.5, no
-             longer than peers x the node's own step)
+- gain1:     peers x update + momentum 0.5, no longer than peers x the node's own step
+             (the default until the gain and the restart came)
+- default:   AdaptiveStep as the callback uses it (1.5 x peers x update + momentum 0.5,
+             no longer than 1.5 x peers x the node's own step, no momentum when the
+             node's step points against the merged model's last step)
 
 and, for reference, one model trained on all the data for as many steps (central).
 `--iid` splits the same data at random instead (similar sites); `--nodes`, `--epochs`
@@ -48,8 +51,10 @@ from swarm.callback.adaptive_step import MOMENTUM, AdaptiveStep
 
 NODES, EPOCHS, SYNC, BATCH = 3, 6, 8, 32
 HEAD = ("2.weight", "2.bias")
-RULES = {"scaled": (0.0,), "unbounded": (0.8, False), "bounded0.8": (0.8, True),
-         "default": (MOMENTUM, True)}
+# AdaptiveStep(mask, momentum, bounded, gain, restart)
+RULES = {"scaled": (0.0, True, 1.0), "unbounded": (0.8, False, 1.0, False),
+         "bounded0.8": (0.8, True, 1.0, False), "gain1": (MOMENTUM, True, 1.0, False),
+         "default": ()}
 
 
 def data(iid: bool):
@@ -229,7 +234,7 @@ def main() -> None:
     parser.add_argument("--iid", action="store_true")
     parser.add_argument("--nodes", type=int, default=NODES)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--modes", default="plain,reset,fedrs,scaled,unbounded,bounded0.8,default,central")
+    parser.add_argument("--modes", default="plain,reset,fedrs,scaled,unbounded,bounded0.8,gain1,default,central")
     parser.add_argument("--real", action="store_true", help="the real test's schedule")
     parser.add_argument("--init", choices=("mean", "common"), default="mean")
     parser.add_argument("--drop-last", action="store_true")

@@ -196,9 +196,9 @@ class SwarmCallbackCore:
         if self._last_merged is not None:
             self._step.loaded(self._last_merged, self._last_round)
         self.logger.info("The optimizer is %s, whose steps are normalised per coordinate: "
-                         "this node sends its update times the number of peers, plus "
-                         "momentum (never longer than the scaled update), so that the "
-                         "merge adds the peers' steps "
+                         "this node sends its update times 1.5 x the number of peers, "
+                         "plus momentum (never longer than the scaled update), so that "
+                         "the merge adds the peers' steps "
                          "(adamStepScaling=False: plain averaging)", name)
 
     def _outgoing(self, flat: np.ndarray) -> np.ndarray:

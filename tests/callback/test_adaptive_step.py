@@ -1,6 +1,7 @@
-"""adamStepScaling: with an Adam-family optimizer a node sends its update scaled by the
-number of peers plus momentum on the merged model's steps (so the merge adds the peers'
-steps), never longer than the scaled update alone; with SGD, or with the keyword off, it
+"""adamStepScaling: with an Adam-family optimizer a node sends its update scaled by 1.5 x
+the number of peers plus momentum on the merged model's steps (so the merge adds the
+peers' steps), never longer than the scaled update alone, and without momentum when its
+step turns against the merged model's last one; with SGD, or with the keyword off, it
 sends its model as it is."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from swarm.callback.adaptive_step import MOMENTUM, AdaptiveStep, is_adaptive
+from swarm.callback.adaptive_step import GAIN, MOMENTUM, AdaptiveStep, is_adaptive
 from swarm.callback.params import parse_params
 from swarm.torch import SwarmCallback
 
@@ -24,33 +25,53 @@ def test_update_is_scaled_by_the_peers_plus_momentum_on_trained_elements_only():
     first = np.array([0.5, 1.0, 0.0], dtype=np.float32)
     step.loaded(first, 1)
     sent = step.outgoing(local, 3)
-    assert np.allclose(sent, [0.5 + 3 * 0.5, 1.0 + 3 * 1.0, 3.0])  # buffer unchanged
-    # The merged model moved against this node's step: momentum shortens it, no bound.
-    second = np.array([0.25, 2.5, 0.0], dtype=np.float32)
+    assert np.allclose(sent, [0.5 + GAIN * 3 * 0.5, 1.0 + GAIN * 3 * 1.0, 3.0])  # buffer as is
+    # The merged model moved along this node's step: momentum turns it (and, so aligned,
+    # would lengthen it: the bound keeps it 1.5 x 2 peers x the node's own step long).
+    second = np.array([0.75, 1.25, 0.0], dtype=np.float32)
     local = np.array([0.75, 1.5, 3.0], dtype=np.float32)
     step.loaded(second, 2)
     sent = step.outgoing(local, 2)
-    assert np.allclose(sent[:2], second[:2] + 2 * (local[:2] - second[:2])
-                       + MOMENTUM * (second[:2] - first[:2]))
+    turned = GAIN * 2 * (local[:2] - second[:2]) + MOMENTUM * (second[:2] - first[:2])
+    moved = sent[:2] - second[:2]
+    assert np.isclose(np.linalg.norm(moved), GAIN * 2 * 0.25)
+    assert np.allclose(moved / np.linalg.norm(moved), turned / np.linalg.norm(turned))
     assert sent[2] == local[2] and sent.dtype == np.float32
     assert np.array_equal(step.outgoing(local, 1), local)  # alone: as if training locally
     step.loaded(first, 4)  # a round missed here: no step to carry on
-    assert np.allclose(step.outgoing(local, 3), np.where(mask, first + 3 * (local - first), local))
+    assert np.allclose(step.outgoing(local, 3),
+                       np.where(mask, first + GAIN * 3 * (local - first), local))
 
 
-def test_momentum_turns_the_step_but_never_makes_it_longer_than_peers_times_the_update():
+def test_a_step_against_the_merged_models_last_step_drops_the_momentum():
+    """The restart: near convergence the steps turn back and forth, and momentum carried
+    through the turns pushed 8 similar sites below plain averaging."""
+    step = AdaptiveStep(np.ones(2, dtype=bool))
+    first, second = np.zeros(2, np.float32), np.array([0.25, 1.5], np.float32)
+    step.loaded(first, 1)
+    step.loaded(second, 2)
+    local = second + np.array([0.5, -1.0], np.float32)  # against [0.25, 1.5]
+    assert np.allclose(step.outgoing(local, 2), second + GAIN * 2 * (local - second))
+    kept = AdaptiveStep(np.ones(2, dtype=bool), restart=False)
+    kept.loaded(first, 1)
+    kept.loaded(second, 2)
+    assert np.allclose(kept.outgoing(local, 2), second + GAIN * 2 * (local - second)
+                       + MOMENTUM * (second - first))
+
+
+def test_momentum_turns_the_step_but_never_makes_it_longer_than_gain_times_peers_times_the_update():
     """Similar sites: the merged steps line up, and unbounded momentum made the merged
     model move peers / (1 - momentum) node steps a round and diverge."""
-    step = AdaptiveStep(np.ones(2, dtype=bool))
+    step = AdaptiveStep(np.ones(2, dtype=bool), momentum=0.8)
     first, second = np.zeros(2, np.float32), np.array([1.0, 1.0], np.float32)
     step.loaded(first, 1)
     step.loaded(second, 2)
     local = second + np.array([0.5, 0.0], np.float32)
     sent = step.outgoing(local, 4) - second
-    unbounded = 4 * (local - second) + MOMENTUM * (second - first)  # [2.8, 0.8]
-    assert np.isclose(np.linalg.norm(sent), 4 * 0.5)  # as long as 4 x the update
+    unbounded = GAIN * 4 * (local - second) + 0.8 * (second - first)  # [3.8, 0.8]
+    assert np.isclose(np.linalg.norm(sent), GAIN * 4 * 0.5)  # as long as 1.5 x 4 x the update
     assert np.allclose(sent / np.linalg.norm(sent), unbounded / np.linalg.norm(unbounded))
-    free = AdaptiveStep(np.ones(2, dtype=bool), bounded=False)
+    free = AdaptiveStep(np.ones(2, dtype=bool), momentum=0.8, bounded=False)
     free.loaded(first, 1)
     free.loaded(second, 2)
     assert np.allclose(free.outgoing(local, 4) - second, unbounded)
@@ -107,8 +128,9 @@ def test_torch_adam_sends_the_update_scaled_by_the_peers(sl_node, caplog):
     caplog.set_level(logging.INFO, logger="swarm.callback")
     merged, local, sent, params = train_and_sync(sl_node, torch.optim.Adam)
     for name in local:
-        if name in params:  # merged + 2 peers * (local - merged); no momentum yet
-            assert np.allclose(sent[name], merged[name] + 2 * (local[name] - merged[name]),
+        if name in params:  # merged + 1.5 x 2 peers x (local - merged); no momentum yet
+            assert np.allclose(sent[name],
+                               merged[name] + GAIN * 2 * (local[name] - merged[name]),
                                atol=1e-6), name
             assert not np.allclose(sent[name], local[name]), name
         else:

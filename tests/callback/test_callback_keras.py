@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
+from swarm.callback.adaptive_step import GAIN  # noqa: E402
 from swarm.callback import FINAL_LOG_LINE  # noqa: E402
 from swarm.keras import SwarmCallback  # noqa: E402
 
@@ -164,7 +165,7 @@ class KeepWeights(keras.callbacks.Callback):
 
 
 def test_adam_sends_its_update_scaled_by_the_peers(sl_node, digits, caplog):
-    # adamStepScaling (on by default): merged + 2 peers * (local - merged) for the
+    # adamStepScaling (on by default): merged + 1.5 x 2 peers x (local - merged) for the
     # trained weights; the BatchNorm moving statistics go as they are.
     caplog.set_level(logging.INFO, logger="swarm.callback")
     x, y = digits
@@ -179,7 +180,7 @@ def test_adam_sends_its_update_scaled_by_the_peers(sl_node, digits, caplog):
     for weight, start, local, out in zip(model.weights, merged, keep.after_batch[4], sent,
                                          strict=True):
         if id(weight) in trained:
-            assert np.allclose(out, start + 2 * (local - start), atol=1e-6), weight.path
+            assert np.allclose(out, start + GAIN * 2 * (local - start), atol=1e-6), weight.path
         else:
             assert np.array_equal(out, local), weight.path
     assert any(r.getMessage().startswith("The optimizer is Adam, whose steps are normalised")

@@ -5,10 +5,10 @@ far above the best site alone. Real processes, mTLS, the embedded ledger.
 With Adam at its defaults (what most scripts write) and with SGD: Adam's per-coordinate
 steps need the callback's adamStepScaling, on by default (README, "Defaults"). With SGD the
 issue's goal holds (0.3 above the best site alone). With Adam it does not yet: 0.60
-PyTorch, 0.565 Keras against 0.36 (the last node to finish now merges its final update
-into the final model; before, 0.42-0.47 PyTorch). benchmarks/adam_label_skew.py --real
-reproduces the PyTorch run (seed 0) and, over 8 seeds, gives 0.44-0.60 (median 0.58):
-Adam is held to 0.15 above the best site alone, and issue 8 stays open for 0.3."""
+PyTorch, 0.61 Keras against 0.36. benchmarks/adam_label_skew.py --real simulates the
+PyTorch run (seed 0: 0.65; single runs swing about 0.05 with the last batches) and, over
+8 seeds, gives 0.57-0.70 (median 0.64): Adam is held to 0.15 above the best site alone,
+and issue 8 stays open for 0.3."""
 
 
 from __future__ import annotations
