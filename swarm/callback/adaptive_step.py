@@ -15,12 +15,14 @@ where `merged` is the last merged model it loaded, shortened where needed so tha
 it adds to `merged` is never longer than `1.5 * peers * |local - merged|` (momentum turns
 the step, it does not lengthen it), and without the momentum term when this node's step
 points against the merged model's last step (a restart). Without that bound, on similar
-sites the merged model moved up to peers / (1 - momentum) node steps per round and diverged near convergence
-(digits, 8 random sites, 60 epochs: 0.385 against 0.870 for plain averaging;
-benchmarks/adam_label_skew.py). The mean over the peers is then the
-merged model plus the SUM of their steps (the steps one model trained on all their data
-would have taken: a server learning rate equal to the number of peers) plus heavy-ball
-momentum on the merged model's own steps (FedAvgM: Hsu, Qi and Brown, "Measuring the
+sites the merged model moved up to peers / (1 - momentum) node steps per round and
+diverged near convergence (digits, 8 random sites, 60 epochs: 0.385 against 0.870 for
+plain averaging; benchmarks/adam_label_skew.py). The mean over the peers is then the
+merged model plus 1.5 x the SUM of their steps (the steps one model trained on all their
+data would have taken, and half again: a server learning rate of 1.5 x the number of
+peers; the restart is in O'Donoghue and Candes, "Adaptive Restart for Accelerated
+Gradient Schemes", 2015) plus heavy-ball momentum on the merged model's own steps
+(FedAvgM: Hsu, Qi and Brown, "Measuring the
 Effects of Non-Identical Data Distribution for Federated Visual Classification", 2019;
 server learning rates: Reddi et al., "Adaptive Federated Optimization", ICLR 2021).
 It needs nothing from the merge: every node still loads the plain merged model, so the
