@@ -26,8 +26,10 @@ change the number of sites and the training length; `--modes` picks the rows.
 
 The rounds above are lockstep from a common start. `--real` runs them as the real test
 does instead (tests/sl/digits_user_torch.py under real SL nodes; seed 0 is that script's
-seeds, and reproduces its accuracy): each node starts from its own init
-(torch.manual_seed(node)) and the BEGIN round averages them (`--init common`: node 0's
+seeds; the dynamics are chaotic, so only medians compare): each node starts from its own
+init (torch.manual_seed(node)) and the BEGIN round adopts one of them, as the SL node does
+under the mean (it takes the lowest digest's; here node `--pick`'s, default 0), or
+averages them (`--init mean`, as the SL node did before)
 for all); a node syncs only after a full syncFrequency batches, trains its last batches
 and contributes its final update (snapshot) from the next round on; the last node to
 finish ends the swarm, and its final update is merged into the final model first
@@ -35,7 +37,7 @@ finish ends the swarm, and its final update is merged into the final model first
 larger site's last rounds over the smaller sites' stale snapshots).
 
     .venv/bin/python benchmarks/adam_label_skew.py [--seeds 4] [--iid] [--nodes 3] [--epochs 6]
-    .venv/bin/python benchmarks/adam_label_skew.py --real [--init common] [--drop-last] --modes plain,default
+    .venv/bin/python benchmarks/adam_label_skew.py --real [--init mean] [--pick 1] [--drop-last] --modes plain,default
 """
 
 from __future__ import annotations
@@ -156,7 +158,7 @@ def swarm(mode: str, seed: int, sites, test) -> float:
     return accuracy(models[0], test)
 
 
-def swarm_real(mode: str, seed: int, sites, test, init: str = "mean",
+def swarm_real(mode: str, seed: int, sites, test, init: str = "common", pick: int = 0,
                drop_last: bool = False) -> float:
     """The real test's schedule (see the module docstring); `mode`: plain or a RULES row."""
     models, batches = [], []
@@ -166,7 +168,7 @@ def swarm_real(mode: str, seed: int, sites, test, init: str = "mean",
                                           torch.nn.Linear(32, 10)))
         batches.append([idx for _ in range(EPOCHS) for idx in torch.randperm(len(y)).split(BATCH)])
     inits = [flat(m) for m in models]
-    merged = np.mean(inits, axis=0, dtype=np.float32) if init == "mean" else inits[0]
+    merged = np.mean(inits, axis=0, dtype=np.float32) if init == "mean" else inits[pick]
     for model in models:
         load(model, merged)
     optimizers = [torch.optim.Adam(m.parameters()) for m in models]
@@ -236,7 +238,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--modes", default="plain,reset,fedrs,scaled,unbounded,bounded0.8,gain1,default,central")
     parser.add_argument("--real", action="store_true", help="the real test's schedule")
-    parser.add_argument("--init", choices=("mean", "common"), default="mean")
+    parser.add_argument("--init", choices=("mean", "common"), default="common")
+    parser.add_argument("--pick", type=int, default=0, help="whose init --init common adopts")
     parser.add_argument("--drop-last", action="store_true")
     args = parser.parse_args()
     NODES, EPOCHS = args.nodes, args.epochs
@@ -250,7 +253,7 @@ def main() -> None:
     print(f"{'what a node sends':<12} {'median':>7} {'min':>6} {'max':>6}")
     for mode in args.modes.split(","):
         runs = [central(s, sites, test) if mode == "central"
-                else swarm_real(mode, s, sites, test, args.init, args.drop_last) if args.real
+                else swarm_real(mode, s, sites, test, args.init, args.pick, args.drop_last) if args.real
                 else swarm(mode, s, sites, test) for s in range(args.seeds)]
         print(f"{mode:<12} {statistics.median(runs):7.3f} {min(runs):6.3f} {max(runs):6.3f}  "
               f"(seed 0: {runs[0]:.3f})",

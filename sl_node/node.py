@@ -354,7 +354,9 @@ class SwarmLearningNode:
                                       merged_digest)
             self.last_round = outcome.round
             message = ""
-            if len(outcome.contributors) == 1:
+            if outcome.start:
+                message = f"the start: every node takes {outcome.contributors[0]}'s model"
+            elif len(outcome.contributors) == 1:
                 message = (f"only {outcome.contributors[0]} sent an update: its model, "
                            "not a merge")
             return (lpb.SyncResult(round=outcome.round, participants=len(outcome.participants),

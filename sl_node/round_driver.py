@@ -77,6 +77,8 @@ class RoundOutcome:
     # which shards); they sent the others a different range than the majority.
     outvoted: dict[str, str] = field(default_factory=dict)
     metrics_round: int = 0
+    # The swarm's start under the mean: every node took the one contributor's model.
+    start: bool = False
 
     @property
     def merged(self) -> bool:
@@ -120,6 +122,10 @@ class Update:
     digest: bytes
     hashes: list[bytes]
 
+
+#: The first round of a swarm: under the mean it adopts one node's model
+#: (RoundPlan.adopting_one).
+START_ROUND = 1
 
 #: RoundOutcome.reason of a round whose merged digests can reach no majority.
 MERGE_NO_MAJORITY = "no_majority_merged_digest"
@@ -206,6 +212,13 @@ class RoundDriver:
                          round_number, round_number + 1)
                 round_number += 1
                 continue
+            flat, hashes = update.flat, update.hashes
+            start = (plan.round == START_ROUND and getattr(self.merge, "name", "") == "mean"
+                     and len(plan.contributors) > 1)
+            if start:  # every node starts from one node's model, not the mean of them
+                plan = plan.adopting_one()
+                if plan.me not in plan.contributors:
+                    flat, hashes = None, []
             participants = tuple(p.node_id for p in plan.peers)
             contributors = tuple(plan.peers[i].node_id for i in plan.contributors)
             dropped = {n: "did not check in before the seal" for n in missing
@@ -214,7 +227,6 @@ class RoundDriver:
             # EXCHANGE
             mark = self._clock()
             before = (self.counter.sent, self.counter.received)
-            flat, hashes = update.flat, update.hashes
             try:
                 result = self.exchange.run(plan, flat, hashes, self.merge)
             except RoundFailed as error:
@@ -228,7 +240,10 @@ class RoundDriver:
             # Updates refused or missing during the exchange, beside late check-ins.
             dropped.update(getattr(result, "dropped", None) or {})
             outvoted = dict(getattr(result, "outvoted", None) or {})
-            if len(contributors) == 1:
+            if start:
+                log.info("round %d starts the swarm: every node takes %s's model (under "
+                         "the mean, the start adopts one model)", round_number, contributors[0])
+            elif len(contributors) == 1:
                 # Not a merge: the one update is passed on as it is; say so plainly.
                 log.warning("round %d: only %s sent an update: every node takes its model "
                             "as it is (nothing to merge)", round_number, contributors[0])
@@ -279,12 +294,14 @@ class RoundDriver:
                     log.info("round %d: healed: took the agreed model from %s",
                              round_number, healed_from)
             outcome = self._outcome(
-                plan, "merged", "" if len(contributors) > 1 else "a single contributor",
+                plan, "merged", (f"the start: every node takes {contributors[0]}'s model"
+                                 if start else "" if len(contributors) > 1
+                                 else "a single contributor"),
                 participants, contributors, dropped, control_s, exchange_s, before,
                 merged_digest=merged_digest.hex(),
                 agreed={"agreed": True, "disagreed": False}.get(verdict),  # None: pending
                 healed_from=healed_from, merge_verdict=verdict, outvoted=outvoted,
-                **divergence)
+                start=start, **divergence)
             if healed_from:
                 merged_digest = bytes(reply.ledger_digest)
             size = self.layout.nbytes or 1

@@ -11,6 +11,7 @@ exchange: participant i owns shard i, as before.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 from dataclasses import dataclass
@@ -82,6 +83,19 @@ class RoundPlan:
     def contributors(self) -> list[int]:
         """Participants with an update of their own (weight > 0)."""
         return [i for i, p in enumerate(self.peers) if p.weight > 0]
+
+    def adopting_one(self) -> RoundPlan:
+        """The start round's plan under the mean: only the contributor whose update has
+        the lowest digest keeps its weight, so every node starts from that one model.
+        The mean of independent random initialisations is a poor start (its weights
+        shrink by about the square root of the number of nodes and mix unrelated units);
+        the lowest digest, unlike the first to check in, is the same choice on every run."""
+        chosen = min(self.contributors, key=lambda i: (self.peers[i].digest, i), default=None)
+        if chosen is None:
+            return self
+        peers = tuple(p if i == chosen else dataclasses.replace(p, weight=0)
+                      for i, p in enumerate(self.peers))
+        return dataclasses.replace(self, peers=peers)
 
     @property
     def others(self) -> list[int]:

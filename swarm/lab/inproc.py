@@ -35,7 +35,7 @@ import numpy as np
 from swarm.merging import no_allreduce
 from swarm.protos import local_api_pb2 as pb
 from swarm.session import Session
-from swarm.tensors import block_byte_range, shard_ranges
+from swarm.tensors import block_byte_range, shard_ranges, weights_digest
 
 from .launch import ledger_order, sl_node_id
 from .tasks import NodeOutcome, Task, TaskData, diverged_error, swarm_result, train_node
@@ -170,6 +170,11 @@ class RoundHub:
             if flat is not None and weight > 0:
                 rows.append(flat)
                 weights.append(weight)
+        if self.round == 0 and self._merge.name == "mean" and len(rows) > 1:
+            # The SL node's start round: one model, the lowest digest's (RoundPlan.adopting_one).
+            digests = [weights_digest(self._layout, row)[0] for row in rows]
+            rows = [rows[min(range(len(rows)), key=lambda k: (digests[k], k))]]
+            weights = [1]
         merged = np.ascontiguousarray(
             self._sharded_merge(np.stack(rows), np.array(weights, dtype=np.float64)),
             dtype=self._wire)

@@ -38,9 +38,13 @@ def test_local_swarm_runs_a_sidecar_and_reports_each_nodes_outcomes(tmp_path):
     sidecar.write_text(
         "import numpy as np\n"
         "from swarm.callback import SwarmCallback\n"
-        "w = {'x': np.full(4, float(__import__('os').environ['NODE_INDEX']), np.float32)}\n"
+        "i = float(__import__('os').environ['NODE_INDEX'])\n"
+        "w = {'x': np.full(4, i, np.float32)}\n"
         "cb = SwarmCallback(lambda: w, w.update, syncFrequency=1, minPeers=2)\n"
-        "cb.on_train_begin(); cb.on_batch_end(); cb.on_train_end()\n"
+        "cb.on_train_begin()\n"
+        "print('start', w['x'].tolist())\n"
+        "w['x'] = np.full(4, i, np.float32)  # one batch of 'training'\n"
+        "cb.on_batch_end(); cb.on_train_end()\n"
         "print('final', w['x'].tolist())\n")
     lines = []
     with LocalSwarm(tmp_path / "run", 2, [sys.executable, str(sidecar)],
@@ -50,6 +54,11 @@ def test_local_swarm_runs_a_sidecar_and_reports_each_nodes_outcomes(tmp_path):
     # BEGIN, the one regular sync, and the final models (snapshot: one more round)
     assert [[o["status"] for o in node] for node in outcomes] == [["merged"] * 3] * 2
     assert outcomes[0][-1]["merged_digest"] == outcomes[1][-1]["merged_digest"]
+    # The start adopts one node's model (the lowest digest's), the same on both; the
+    # regular round averages.
+    starts = {line[line.index("start ["):] for _, line in lines if "start [" in line}
+    assert len(starts) == 1 and starts <= {"start [0.0, 0.0, 0.0, 0.0]",
+                                           "start [1.0, 1.0, 1.0, 1.0]"}, starts
     assert any(name == "sl-1" and "final [0.5, 0.5, 0.5, 0.5]" in line for name, line in lines)
     assert (tmp_path / "run" / "logs" / "sn-1.log").read_text()
 

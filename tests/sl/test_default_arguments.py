@@ -3,12 +3,12 @@ split by label over three sites of unequal size (4, 3 and 3 classes): every node
 far above the best site alone. Real processes, mTLS, the embedded ledger.
 
 With Adam at its defaults (what most scripts write) and with SGD: Adam's per-coordinate
-steps need the callback's adamStepScaling, on by default (README, "Defaults"). With SGD the
-issue's goal holds (0.3 above the best site alone). With Adam it does not yet: 0.60
-PyTorch, 0.61 Keras against 0.36. benchmarks/adam_label_skew.py --real simulates the
-PyTorch run (seed 0: 0.65; single runs swing about 0.05 with the last batches) and, over
-8 seeds, gives 0.57-0.70 (median 0.64): Adam is held to 0.15 above the best site alone,
-and issue 8 stays open for 0.3."""
+steps need the callback's adamStepScaling, on by default, and both gain from the start
+round adopting one node's model (README, "Defaults"). Measured: Adam 0.665 PyTorch, 0.76
+Keras; SGD 0.69 and 0.87; the best site alone 0.36. The issue's goal is 0.3 above it;
+Adam on PyTorch meets it only just, and single runs swing about 0.05 with the last
+batches (benchmarks/adam_label_skew.py --real: median of 8 seeds 0.68), so Adam is held
+to 0.25 here and SGD to 0.3."""
 
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 from swarm_testing import REPO
 
 # The margin each optimizer must keep above the best site alone (see the docstring).
-MARGIN = {"sgd": 0.3, "adam": 0.15}
+MARGIN = {"sgd": 0.3, "adam": 0.25}
 
 
 def accuracy(model_dir) -> dict:

@@ -62,12 +62,14 @@ class FakeExchange:
     def __init__(self, fail_rounds=()):
         self.fail_rounds = set(fail_rounds)
         self.plans = []
+        self.sent = []  # this node's update as handed to the exchange (None: none)
 
     def run(self, plan, flat, hashes, merge):
         self.plans.append(plan)
+        self.sent.append(flat)
         if plan.round in self.fail_rounds:
             raise RoundFailed(f"round {plan.round}: peer did not answer")
-        return flat * 2, b"\x01" * 32, [b"h"]
+        return (np.zeros(8, np.float32) if flat is None else flat) * 2, b"\x01" * 32, [b"h"]
 
 
 def driver(sn, exchange, tmp_path, done=lambda: False):
@@ -162,3 +164,35 @@ def test_an_inactive_node_registers_again_and_checks_in(tmp_path):
                     rejoin=lambda: rejoined.append(True), wait_slice_s=0.01)
     outcome, _ = d.run(1, update())
     assert rejoined == [True] and outcome.status == "merged"
+
+
+@pytest.mark.parametrize("my_digest, adopted", [(b"\x00" * 32, "me"), (b"\xff" * 32, "peer")])
+def test_under_the_mean_the_first_round_adopts_the_lowest_digests_model(tmp_path, my_digest,
+                                                                         adopted):
+    """Averaging independent random inits is a poor start: round 1 takes one model, the
+    same one on every node (the lowest check-in digest), and says so in its record."""
+    sn = FakeSN()
+    sn.participants[0].digest = my_digest  # "me"; "peer" checked in with DIGEST
+    exchange = FakeExchange()
+    outcome, _ = RoundDriver(sn, exchange, ByteCounter(), "me", LAYOUT,
+                             merge=SimpleNamespace(name="mean"), swarm_done=lambda: False,
+                             record=OutcomeLog(tmp_path / "rounds.jsonl"),
+                             wait_slice_s=0.01).run(1, update())
+    assert outcome.contributors == (adopted,)
+    assert outcome.reason == f"the start: every node takes {adopted}'s model" and outcome.start
+    assert (exchange.sent[0] is None) == (adopted != "me")  # not adopted: sends nothing
+    [plan] = exchange.plans
+    assert [p.node_id for p in plan.peers if p.weight > 0] == [adopted]
+    assert [p.node_id for p in plan.peers] == ["me", "peer"]  # still both take part
+
+
+def test_later_rounds_and_other_merge_methods_keep_every_contributor(tmp_path):
+    for round_number, name in ((2, "mean"), (1, "coordmedian")):
+        sn = FakeSN()
+        sn.participants[0].digest = b"\x00" * 32
+        exchange = FakeExchange()
+        RoundDriver(sn, exchange, ByteCounter(), "me", LAYOUT,
+                    merge=SimpleNamespace(name=name), swarm_done=lambda: False,
+                    record=OutcomeLog(tmp_path / f"{round_number}.jsonl"),
+                    wait_slice_s=0.01).run(round_number, update())
+        assert exchange.plans[0].contributors == [0, 1], (round_number, name)

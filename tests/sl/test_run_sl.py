@@ -75,20 +75,41 @@ def test_a_node_whose_model_differs_is_refused_when_its_sidecar_connects(sites, 
     assert first.wait_exit(120) == 0, first.output[-2000:]
 
 
+WEIGHTED_SIDECAR = """\
+import os
+import numpy as np
+from swarm.callback import SwarmCallback
+w = {"w": np.zeros(1000, np.float32)}
+def set_w(new):
+    w["w"] = np.array(new["w"], dtype=np.float32)
+cb = SwarmCallback(lambda: w, set_w, syncFrequency=1, minPeers=2,
+                   nodeWeightage=int(os.environ["NODE_WEIGHTAGE"]))
+cb.on_train_begin()
+# One batch of "training": each node's own values, merged by weight in the next round.
+w["w"] = np.random.default_rng(int(os.environ["NODE_INDEX"])).standard_normal(1000).astype(np.float32)
+cb.on_batch_end()
+cb.on_train_end()
+np.save(os.path.join(os.environ["MODEL_DIR"], "final.npy"), w["w"])
+"""
+
+
 def test_node_weightage_weights_the_merge(sites, start_sn, start_sl, tmp_path):
     alpha, beta, _ = sites
     sn = start_sn(alpha)
+    sidecar = tmp_path / "weighted.py"
+    sidecar.write_text(WEIGHTED_SIDECAR)
     nodes = []
     for index, (site, weightage) in enumerate(((alpha, 90), (beta, 10))):
-        env = {"NODE_INDEX": str(index), "MIN_PEERS": "2", "ROUNDS": "0", "SHAPE": "1000",
-               "NODE_WEIGHTAGE": str(weightage), "MODEL_DIR": str(tmp_path / f"m{index}")}
-        nodes.append(start_sl(site, sn, SYNTHETIC, env)[0])
+        (tmp_path / f"m{index}").mkdir()
+        env = {"NODE_INDEX": str(index), "NODE_WEIGHTAGE": str(weightage),
+               "MODEL_DIR": str(tmp_path / f"m{index}")}
+        nodes.append(start_sl(site, sn, str(sidecar), env)[0])
     for proc in nodes:
         assert proc.wait_exit(120) == 0, proc.output[-2000:]
-    initial = [np.random.default_rng(i).standard_normal(1000).astype(np.float32) for i in (0, 1)]
-    expected = (90 * initial[0].astype(np.float64) + 10 * initial[1]) / 100
+    trained = [np.random.default_rng(i).standard_normal(1000).astype(np.float32) for i in (0, 1)]
+    expected = (90 * trained[0].astype(np.float64) + 10 * trained[1]) / 100
     for index in (0, 1):
-        final = np.load(tmp_path / f"m{index}" / "saved_models" / "swarm_model.npz")["w"]
+        final = np.load(tmp_path / f"m{index}" / "final.npy")
         np.testing.assert_allclose(final, expected, rtol=1e-6, atol=1e-6)
 
 
