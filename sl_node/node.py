@@ -355,7 +355,7 @@ class SwarmLearningNode:
             self.last_round = outcome.round
             message = ""
             if outcome.start:
-                message = f"the start: every node takes {outcome.contributors[0]}'s model"
+                message = outcome.reason  # the driver's words for the start
             elif len(outcome.contributors) == 1:
                 message = (f"only {outcome.contributors[0]} sent an update: its model, "
                            "not a merge")
